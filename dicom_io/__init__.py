@@ -1,0 +1,1 @@
+"""RadCheck DICOM side: reading, validation, selection, pixels, networking, SR."""

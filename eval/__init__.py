@@ -1,0 +1,1 @@
+"""RadCheck offline evaluation: corpora, error injection, runners, metrics, plots."""

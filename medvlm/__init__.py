@@ -1,0 +1,1 @@
+"""RadCheck model side: slicing, processing, runtime, prompts, reports, checking."""
