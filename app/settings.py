@@ -1,0 +1,180 @@
+"""RadCheck settings: the only reader of the environment.
+
+Every value can be set with an environment variable named ``RADCHECK_<GROUP>__<FIELD>`` (for example
+``RADCHECK_DATABASE__URL`` or ``RADCHECK_MODEL__BACKEND``), or in a ``.env`` file in the working directory.
+Invalid values stop the process at start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "RADCHECK_"
+ENV_NESTED_DELIMITER = "__"
+
+
+class ModelBackend(StrEnum):
+    """Which vision-language backend the checker uses."""
+
+    NONE = "none"
+    TRANSFORMERS = "transformers"
+    OPENAI = "openai"
+
+
+class StorageSettings(BaseModel):
+    """Where RadCheck keeps files."""
+
+    data_dir: Path = Field(
+        default=Path("radcheck-data"),
+        description="Data directory: DICOM files (content-addressed) and the embedded SQLite database.",
+    )
+    max_upload_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=256 * 1024 * 1024, description="Largest accepted DICOM file, in bytes."
+    )
+    max_upload_files: Annotated[int, Field(gt=0)] = Field(
+        default=200, description="Most files accepted in one upload request."
+    )
+
+
+class DatabaseSettings(BaseModel):
+    """The database: SQLite inside the data directory unless a URL is given."""
+
+    url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL, e.g. postgresql+psycopg://radcheck:secret@db:5432/radcheck. "
+            "Default: sqlite:///<data_dir>/radcheck.db"
+        ),
+    )
+    pool_size: Annotated[int, Field(gt=0)] = 10
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_dialect(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(("sqlite", "postgresql")):
+            return value
+        raise ValueError(
+            "must start with 'sqlite' or 'postgresql' (for example "
+            "'postgresql+psycopg://user:password@host:5432/radcheck')"
+        )
+
+
+class WorkerSettings(BaseModel):
+    """Check-job workers."""
+
+    in_process: bool = Field(
+        default=True, description="Run one worker thread inside `radcheck serve` (embedded default)."
+    )
+    poll_interval_s: Annotated[float, Field(gt=0)] = 0.5
+    lease_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="A running job whose lease is older than this is claimed again."
+    )
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    alive_after_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, description="Readiness: a worker seen within this many seconds counts as alive."
+    )
+
+
+class IngestSettings(BaseModel):
+    """Study completeness."""
+
+    quiet_period_s: Annotated[float, Field(ge=0)] = Field(
+        default=30.0,
+        description="A study is complete after this many seconds without a new instance.",
+    )
+    selection_rules: Path | None = Field(
+        default=None, description="JSON or YAML series-selection rules (default: built-in rules)."
+    )
+
+
+class ModelSettings(BaseModel):
+    """The vision-language model."""
+
+    backend: ModelBackend = ModelBackend.NONE
+    model_dir: Path | None = Field(
+        default=None, description="Local checkpoint folder (transformers backend). Never downloaded."
+    )
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    quantization: str = Field(default="none", description="none or nf4 (needs bitsandbytes)")
+    slicing: bool = Field(
+        default=False, description="High-resolution slicing (only for checkpoints trained with it)."
+    )
+    openai_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint, e.g. http://gpu-node:8000/v1"
+    )
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "llava-rad"
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+
+
+class ApiSettings(BaseModel):
+    """The HTTP server."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 8000
+    workers: Annotated[int, Field(ge=1)] = 1
+
+
+class Settings(BaseSettings):
+    """All of RadCheck's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    storage: StorageSettings = StorageSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    worker: WorkerSettings = WorkerSettings()
+    ingest: IngestSettings = IngestSettings()
+    model: ModelSettings = ModelSettings()
+    api: ApiSettings = ApiSettings()
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return upper
+
+    @property
+    def database_url(self) -> str:
+        """The effective database URL (SQLite in the data directory by default)."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.storage.data_dir / 'radcheck.db').resolve()}"
+
+    @property
+    def files_dir(self) -> Path:
+        """Where DICOM files are stored, content-addressed."""
+        return self.storage.data_dir / "files"
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; the message names the environment variable to fix."""
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in loc)
+
+
+def load_settings() -> Settings:
+    """Read and validate the settings, or raise SettingsError naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise SettingsError(
+            "Invalid RadCheck configuration:\n  " + "\n  ".join(problems)
+        ) from None
