@@ -1,1 +1,57 @@
-"""RadCheck DICOM side: reading, validation, selection, pixels, networking, SR."""
+"""RadCheck DICOM side: reading, validation, selection, pixels, networking, SR.
+
+The public surface is ``__all__``; other packages import only from here.
+"""
+
+from dicom_io.errors import (
+    DecodeError,
+    DicomIOError,
+    InvalidDicomError,
+    InvalidElementError,
+    MissingElementError,
+    NotDicomError,
+    NotEligibleError,
+    SelectionRulesError,
+    TruncatedFileError,
+    UnsupportedTransferSyntaxError,
+)
+from dicom_io.instance import DicomInstance, Eligibility, HeaderFacts, InstanceKind, JSONValue
+from dicom_io.pixels import RenderedImage, read_and_render, render
+from dicom_io.reader import read_instance
+from dicom_io.selection import (
+    CandidateReason,
+    SelectionCandidate,
+    SelectionDecision,
+    SelectionRules,
+    select_image,
+)
+from dicom_io.study import group_by_study, study_ready
+
+__all__ = [
+    "CandidateReason",
+    "DecodeError",
+    "DicomIOError",
+    "DicomInstance",
+    "Eligibility",
+    "HeaderFacts",
+    "InstanceKind",
+    "InvalidDicomError",
+    "InvalidElementError",
+    "JSONValue",
+    "MissingElementError",
+    "NotDicomError",
+    "NotEligibleError",
+    "RenderedImage",
+    "SelectionCandidate",
+    "SelectionDecision",
+    "SelectionRules",
+    "SelectionRulesError",
+    "TruncatedFileError",
+    "UnsupportedTransferSyntaxError",
+    "group_by_study",
+    "read_and_render",
+    "read_instance",
+    "render",
+    "select_image",
+    "study_ready",
+]

@@ -1,0 +1,39 @@
+"""Study completeness: a study is ready for checking after a quiet period with no new instance.
+
+Pure functions: the application keeps the state (first/last instance times) in its database. A
+late instance moves ``last_instance_at`` forward, which re-opens the study until the next quiet
+period has passed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from dicom_io.instance import DicomInstance
+
+__all__ = ["group_by_study", "study_ready"]
+
+
+def study_ready(last_instance_at: datetime, now: datetime, quiet_period: timedelta) -> bool:
+    """True once ``quiet_period`` has passed since the study's last instance arrived.
+
+    A study is never ready on its first instance alone (``quiet_period`` must be positive), and
+    timezone-aware and naive datetimes cannot be mixed.
+    """
+    if quiet_period <= timedelta(0):
+        raise ValueError(f"quiet_period must be positive, got {quiet_period}")
+    if (last_instance_at.tzinfo is None) != (now.tzinfo is None):
+        raise ValueError("last_instance_at and now must both be timezone-aware or both naive")
+    return now - last_instance_at >= quiet_period
+
+
+def group_by_study(
+    instances: Iterable[DicomInstance],
+) -> dict[str, dict[str, list[DicomInstance]]]:
+    """Instances as {StudyInstanceUID: {SeriesInstanceUID: [instances...]}}, in input order."""
+    studies: dict[str, dict[str, list[DicomInstance]]] = defaultdict(lambda: defaultdict(list))
+    for instance in instances:
+        studies[instance.study_instance_uid][instance.series_instance_uid].append(instance)
+    return {study: dict(series) for study, series in studies.items()}
