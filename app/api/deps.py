@@ -1,0 +1,102 @@
+"""Request-scoped dependencies: the settings, a database session, and the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.db.models import Role
+from app.db.session import Database
+from app.services.auth import Principal, authenticate
+from app.services.storage import ContentStore
+from app.settings import Settings
+
+__all__ = [
+    "DbDep",
+    "SessionDep",
+    "SettingsDep",
+    "StoreDep",
+    "require_roles",
+]
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
+_bearer = HTTPBearer(auto_error=False, description="The API key as a bearer token.")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_store(request: Request) -> ContentStore:
+    store: ContentStore = request.app.state.store
+    return store
+
+
+def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
+    with db.session() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbDep = Annotated[Database, Depends(get_db)]
+StoreDep = Annotated[ContentStore, Depends(get_store)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(
+    db: DbDep,
+    header_key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    key = header_key or (bearer.credentials if bearer is not None else None)
+    if not key:
+        raise HTTPException(
+            status_code=401,
+            detail="Missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>' "
+            "(create one with `radcheck apikey create --role ROLE --name NAME`).",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    with db.session() as session:
+        principal = authenticate(session, key)
+    if principal is None:
+        raise HTTPException(
+            status_code=401,
+            detail="Unknown or revoked API key: ask an administrator for a valid key.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+def require_roles(*roles: Role) -> Callable[..., Principal]:
+    """A dependency that admits only the given roles (admin is always admitted)."""
+    allowed = {Role.ADMIN, *roles}
+
+    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if principal.role not in allowed:
+            names = ", ".join(sorted(r.value for r in allowed))
+            raise HTTPException(
+                status_code=403,
+                detail=f"The API key {principal.name!r} has role {principal.role.value!r}; "
+                f"this operation needs one of: {names}.",
+            )
+        return principal
+
+    return dependency
+
+
+Reader = Annotated[
+    Principal, Depends(require_roles(Role.RADIOLOGIST, Role.INTEGRATION))
+]
+Integrator = Annotated[Principal, Depends(require_roles(Role.INTEGRATION))]
+Radiologist = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST))]
+Requester = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST, Role.INTEGRATION))]

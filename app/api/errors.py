@@ -1,0 +1,127 @@
+"""One JSON error shape for every failure, and the one table mapping domain errors to statuses."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import dicom_io
+from app.services.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServiceError,
+)
+from medvlm.errors import MedVLMError
+
+__all__ = ["ErrorBody", "install_error_handlers"]
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """Every error response: what kind, what went wrong and how to fix it, and the request id."""
+
+    type: str = Field(examples=["not_found"])
+    detail: str = Field(examples=["No study with StudyInstanceUID '1.2.3'."])
+    request_id: str = Field(examples=["6f1c2b0e9a4d4d3b"])
+    errors: list[dict[str, object]] | None = Field(
+        default=None, description="Per-item problems (validation errors, rejected files)."
+    )
+
+
+# Domain error -> (status, type). The first matching class wins (order: most specific first).
+STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (PayloadTooLargeError, 413, "payload_too_large"),
+    (InvalidInputError, 422, "invalid_input"),
+    (dicom_io.DicomIOError, 422, "invalid_dicom"),
+    (MedVLMError, 422, "invalid_input"),
+    (ServiceError, 400, "bad_request"),
+]
+
+HTTP_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def error_response(
+    request: Request,
+    status: int,
+    type_: str,
+    detail: str,
+    errors: list[dict[str, object]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(type=type_, detail=detail, request_id=request_id_of(request), errors=errors)
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status, headers=headers
+    )
+
+
+def status_for(exc: Exception) -> tuple[int, str]:
+    for cls, status, type_ in STATUS_TABLE:
+        if isinstance(exc, cls):
+            return status, type_
+    return 500, "internal_error"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(
+            request,
+            exc.status_code,
+            HTTP_TYPES.get(exc.status_code, "error"),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _fastapi_http(request: Request, exc: HTTPException) -> JSONResponse:
+        return await _http(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors: list[dict[str, object]] = [
+            {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+            for err in exc.errors()
+        ]
+        summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])  # type: ignore[call-overload]
+        return error_response(
+            request, 422, "invalid_input", f"The request is invalid: {summary}", errors
+        )
+
+    @app.exception_handler(Exception)
+    async def _domain(request: Request, exc: Exception) -> JSONResponse:
+        status, type_ = status_for(exc)
+        if status == 500:
+            logger.exception("unhandled error (request %s)", request_id_of(request))
+            return error_response(
+                request,
+                500,
+                "internal_error",
+                "RadCheck could not complete the request; it was logged with this request id.",
+            )
+        return error_response(request, status, type_, str(exc))

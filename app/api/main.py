@@ -1,0 +1,95 @@
+"""Application factory: settings, database, storage, checker and the in-process worker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request, Response
+
+from app.api.errors import install_error_handlers
+from app.api.routes import check_report, checks, flags, health, instances, studies
+from app.db.migrate import ensure_current
+from app.db.session import Database
+from app.services.factory import build_pipeline, build_text_checker
+from app.services.storage import ContentStore
+from app.settings import Settings
+from app.worker.runner import Worker
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """
+RadCheck checks chest X-ray reports against the image and against themselves, and stores every flag
+with its evidence. **Research software: every flag is unverified AI output that a radiologist must
+review.** Authenticate with an API key (`X-API-Key` or `Authorization: Bearer`).
+"""
+
+
+def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI:
+    """Build the API. Refuses to start on an outdated database schema."""
+    db = Database(settings.database_url, pool_size=settings.database.pool_size)
+    ensure_current(db.engine, db.url)
+    store = ContentStore(settings.files_dir)
+    in_process = settings.worker.in_process if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker: Worker | None = None
+        thread: threading.Thread | None = None
+        if in_process:
+            worker = Worker(
+                db,
+                lambda: build_pipeline(settings),
+                files_dir=settings.files_dir,
+                lease_s=settings.worker.lease_s,
+                poll_interval_s=settings.worker.poll_interval_s,
+                quiet_period_s=settings.ingest.quiet_period_s,
+            )
+            worker.heartbeat()
+            thread = worker.start_thread()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None and thread is not None:
+                worker.stop()
+                thread.join(timeout=30)
+            db.dispose()
+
+    app = FastAPI(
+        title="RadCheck",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.store = store
+    app.state.text_checker = build_text_checker()
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex[:16]
+        request.state.request_id = rid
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = rid
+        return response
+
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (health, instances, studies, checks, flags, check_report):
+        api.include_router(module.router)
+    app.include_router(api)
+    return app

@@ -1,0 +1,129 @@
+"""Studies: list with filters, details with images, report versions, checks and flags; report intake."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import Integrator, Reader, SessionDep
+from app.api.errors import ErrorBody
+from app.api.schemas import (
+    CheckOut,
+    FlagOut,
+    ImageOut,
+    ReportIn,
+    ReportOut,
+    StudyDetail,
+    StudyPage,
+    StudySummary,
+)
+from app.db.models import CheckJob, Study, StudyStatus
+from app.services.queries import StudyFilter, get_study, list_studies
+from app.services.reports import ReportSubmission, submit_report
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
+
+
+def check_out(job: CheckJob) -> CheckOut:
+    out = CheckOut.model_validate(job)
+    out.flags = [
+        FlagOut.model_validate(flag).model_copy(
+            update={"verification_status": "reviewed" if flag.reviews else "unverified"}
+        )
+        for flag in job.flags
+    ]
+    return out
+
+
+def study_detail(study: Study) -> StudyDetail:
+    images = [
+        ImageOut(
+            sop_instance_uid=inst.sop_instance_uid,
+            series_instance_uid=series.series_instance_uid,
+            series_number=series.series_number,
+            instance_number=inst.instance_number,
+            modality=series.modality,
+            kind=inst.kind,
+            eligible_for_model=inst.eligible,
+            reasons=list(inst.eligibility_reasons),
+            header=inst.header,
+            sha256=inst.sha256,
+            received_at=inst.received_at,
+        )
+        for series in study.series
+        for inst in series.instances
+    ]
+    return StudyDetail(
+        study_instance_uid=study.study_instance_uid,
+        accession_number=study.accession_number,
+        study_date=study.study_date,
+        study_description=study.study_description,
+        status=study.status,
+        created_at=study.created_at,
+        last_instance_at=study.last_instance_at,
+        images=images,
+        reports=[ReportOut.model_validate(r) for r in study.reports],
+        checks=[check_out(job) for job in study.jobs],
+    )
+
+
+@router.get("", response_model=StudyPage, summary="List studies (newest first)")
+def studies(
+    session: SessionDep,
+    principal: Reader,
+    status: Annotated[StudyStatus | None, Query(description="receiving, complete or checked")] = None,
+    has_flags: Annotated[
+        bool | None, Query(description="Only studies whose latest check has (or has no) flags")
+    ] = None,
+    date_from: Annotated[date | None, Query(description="Study date from (YYYY-MM-DD)")] = None,
+    date_to: Annotated[date | None, Query(description="Study date to (YYYY-MM-DD)")] = None,
+    accession_number: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> StudyPage:
+    flt = StudyFilter(
+        status=status.value if status else None,
+        has_flags=has_flags,
+        date_from=date_from,
+        date_to=date_to,
+        accession_number=accession_number,
+        limit=limit,
+        offset=offset,
+    )
+    items, total = list_studies(session, flt)
+    return StudyPage(
+        items=[StudySummary(**item) for item in items], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get(
+    "/{study_uid}",
+    response_model=StudyDetail,
+    summary="A study with its images, report versions, checks and flags",
+    responses=NOT_FOUND,
+)
+def study(study_uid: str, session: SessionDep, principal: Reader) -> StudyDetail:
+    return study_detail(get_study(session, study_uid, actor=principal.actor))
+
+
+@router.post(
+    "/{study_uid}/reports",
+    response_model=ReportOut,
+    status_code=201,
+    summary="Submit the study's report (a new version each time)",
+    responses={**NOT_FOUND, 422: {"model": ErrorBody}},
+)
+def post_report(
+    study_uid: str, body: ReportIn, session: SessionDep, principal: Integrator
+) -> ReportOut:
+    report = submit_report(
+        session,
+        study_uid=study_uid,
+        submission=ReportSubmission(**body.model_dump()),
+        actor=principal.actor,
+    )
+    return ReportOut.model_validate(report)

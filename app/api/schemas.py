@@ -1,0 +1,242 @@
+"""Request and response bodies of the HTTP API (with OpenAPI examples)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+AI_NOTICE = (
+    "Unverified AI output: flags are suggestions for a radiologist to review, not findings. "
+    "RadCheck is research software and is not for direct clinical care."
+)
+
+
+class InstanceResult(BaseModel):
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    kind: str = Field(examples=["image"])
+    stored: bool = Field(description="False when this SOP Instance UID was already stored.")
+    eligible_for_model: bool
+    reasons: list[str] = Field(default_factory=list)
+
+
+class RejectedFile(BaseModel):
+    filename: str | None
+    type: str
+    detail: str
+
+
+class UploadResponse(BaseModel):
+    accepted: list[InstanceResult]
+    rejected: list[RejectedFile]
+
+
+class ReportIn(BaseModel):
+    """A report: the sections, or the raw text (which RadCheck splits into sections)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "findings": "Heart size is normal. There is a small right pleural effusion.",
+                    "impression": "Small right pleural effusion.",
+                    "indication": "Shortness of breath.",
+                },
+                {
+                    "text": "FINDINGS: The lungs are clear. No pneumothorax.\n"
+                    "IMPRESSION: No acute cardiopulmonary process."
+                },
+            ]
+        },
+    )
+
+    findings: str | None = Field(default=None, max_length=50_000)
+    impression: str | None = Field(default=None, max_length=50_000)
+    indication: str | None = Field(default=None, max_length=10_000)
+    comparison: str | None = Field(default=None, max_length=10_000)
+    technique: str | None = Field(default=None, max_length=10_000)
+    text: str | None = Field(default=None, max_length=100_000, description="The raw report text.")
+    accession_number: str | None = Field(default=None, max_length=64)
+
+
+class ReportOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    version: int
+    accession_number: str | None
+    findings: str | None
+    impression: str | None
+    indication: str | None
+    comparison: str | None
+    technique: str | None
+    submitted_by: str | None
+    created_at: datetime
+
+
+class CheckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
+
+    report_version: int | None = Field(
+        default=None, ge=1, description="Default: the latest report version."
+    )
+
+
+class ReviewOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    decision: str
+    comment: str | None
+    reviewer: str
+    created_at: datetime
+
+
+class FlagOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    check_job_id: int
+    subtype: str = Field(examples=["laterality"])
+    complex_class: str = Field(examples=["substitute"])
+    severity: str = Field(examples=["critical"])
+    source: str = Field(examples=["text_rule"])
+    rule_id: str
+    message: str
+    section: str | None
+    sentence_index: int | None
+    span_start: int | None
+    span_end: int | None
+    confidence: float
+    evidence: dict[str, Any]
+    reviews: list[ReviewOut] = Field(default_factory=list)
+    ai_generated: Literal[True] = True
+    verification_status: Literal["unverified", "reviewed"] = "unverified"
+
+
+class CheckOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    report_id: int
+    status: str = Field(examples=["succeeded"])
+    attempts: int
+    max_attempts: int
+    error: str | None
+    verdict_simple: str | None = Field(description="Y: the report probably has an error.")
+    verdict_complex: str | None
+    stage_timings_ms: dict[str, Any]
+    provenance: dict[str, Any]
+    selection: dict[str, Any]
+    requested_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    flags: list[FlagOut] = Field(default_factory=list)
+    notice: str = AI_NOTICE
+
+
+class ImageOut(BaseModel):
+    sop_instance_uid: str
+    series_instance_uid: str
+    series_number: int | None
+    instance_number: int | None
+    modality: str | None
+    kind: str
+    eligible_for_model: bool
+    reasons: list[str]
+    header: dict[str, Any]
+    sha256: str
+    received_at: datetime
+
+
+class StudySummary(BaseModel):
+    study_instance_uid: str
+    accession_number: str | None
+    study_date: str | None
+    study_description: str | None
+    status: str
+    images: int
+    report_versions: int
+    latest_check_status: str | None
+    open_flags: int
+    created_at: datetime
+    last_instance_at: datetime
+
+
+class StudyPage(BaseModel):
+    items: list[StudySummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class StudyDetail(BaseModel):
+    study_instance_uid: str
+    accession_number: str | None
+    study_date: str | None
+    study_description: str | None
+    status: str
+    created_at: datetime
+    last_instance_at: datetime
+    images: list[ImageOut]
+    reports: list[ReportOut]
+    checks: list[CheckOut]
+    notice: str = AI_NOTICE
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"decision": "accepted", "comment": "Side corrected."}]},
+    )
+
+    decision: Literal["accepted", "dismissed"]
+    comment: str | None = Field(default=None, max_length=5_000)
+
+
+class HeaderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    patient_sex: Literal["M", "F", "O"] | None = None
+    patient_age_years: float | None = Field(default=None, ge=0, le=150)
+    view_position: str | None = Field(default=None, max_length=16, examples=["PA"])
+    body_part: str | None = Field(default=None, max_length=64, examples=["CHEST"])
+    image_laterality: str | None = Field(default=None, max_length=4)
+    portable: bool | None = None
+    modality: str | None = Field(default=None, max_length=16)
+
+
+class CheckReportIn(ReportIn):
+    """A report to check without storing it (the evaluation tool's and dictation's door)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "findings": "There is a small left pleural effusion.",
+                    "impression": "Small right pleural effusion.",
+                    "header": {"patient_sex": "F", "view_position": "PA"},
+                }
+            ]
+        },
+    )
+
+    header: HeaderIn | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadinessOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    database: bool
+    schema_current: bool
+    worker_alive: bool
+    detail: list[str] = Field(default_factory=list)

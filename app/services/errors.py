@@ -1,0 +1,23 @@
+"""Service-level errors. They carry no HTTP status: app/api/errors.py maps them."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Root of the errors a use case raises on purpose."""
+
+
+class NotFoundError(ServiceError):
+    """The thing asked for does not exist (or is not visible to the caller)."""
+
+
+class ConflictError(ServiceError):
+    """The request contradicts the current state (e.g. retrying a job that did not fail)."""
+
+
+class InvalidInputError(ServiceError):
+    """The request is well-formed but its content cannot be used; the message says how to fix it."""
+
+
+class PayloadTooLargeError(ServiceError):
+    """An upload exceeds a configured limit."""

@@ -1,0 +1,131 @@
+"""The checking pipeline of one study: select the image, render it, run every available check.
+
+This is the one path every check takes (API, worker, demo). It holds no database session: the worker
+loads a ``JobInputs`` snapshot, runs the pipeline (possibly for seconds on a GPU), then writes the
+``PipelineResult`` back under its lease.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dicom_io
+from medvlm.checking import Checker, Flag, HeaderFacts
+from medvlm.reports import ParsedReport
+from medvlm.runtime.base import VisionLanguageRuntime
+
+__all__ = ["CandidateImage", "CheckPipeline", "JobInputs", "PipelineResult"]
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class CandidateImage:
+    """One stored instance of the study, as the database knows it."""
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    kind: str
+    attributes: dict[str, Any]
+    header: dict[str, Any]
+    eligible: bool
+    reasons: tuple[str, ...]
+    path: Path
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    job_id: int
+    report: ParsedReport
+    candidates: tuple[CandidateImage, ...]
+
+
+@dataclass
+class PipelineResult:
+    flags: list[Flag]
+    verdict_simple: str
+    verdict_complex: str
+    selection: dict[str, Any]
+    provenance: dict[str, Any]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+_HEADER_FIELDS = {f.name for f in dataclasses.fields(HeaderFacts)}
+
+
+def header_facts_for_checker(header: dict[str, Any]) -> HeaderFacts:
+    """dicom_io's header facts (stored as JSON) mapped onto the checker's input."""
+    return HeaderFacts.from_dict({k: v for k, v in header.items() if k in _HEADER_FIELDS})
+
+
+class CheckPipeline:
+    """Built once per worker (the checker and model are heavy); ``run`` is called per job."""
+
+    def __init__(
+        self,
+        *,
+        checker: Checker,
+        runtime: VisionLanguageRuntime | None,
+        selection_rules: dicom_io.SelectionRules | None = None,
+    ) -> None:
+        self.checker = checker
+        self.runtime = runtime
+        self.selection_rules = selection_rules
+
+    def run(self, inputs: JobInputs) -> PipelineResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        decision = dicom_io.select_image(
+            [
+                dicom_io.SelectionCandidate(
+                    sop_instance_uid=c.sop_instance_uid,
+                    series_instance_uid=c.series_instance_uid,
+                    kind=c.kind,
+                    attributes=c.attributes,
+                    eligibility=dicom_io.Eligibility(eligible=c.eligible, reasons=c.reasons),
+                )
+                for c in inputs.candidates
+            ],
+            self.selection_rules,
+        )
+        timings["select"] = (time.perf_counter() - t0) * 1000
+        chosen = next(
+            (c for c in inputs.candidates if c.sop_instance_uid == decision.chosen), None
+        )
+        header = header_facts_for_checker(chosen.header) if chosen is not None else None
+        image = None
+        render_info: dict[str, Any] = {}
+        if chosen is not None and self.runtime is not None:
+            t0 = time.perf_counter()
+            rendered = dicom_io.render(chosen.path)
+            image = rendered.display
+            render_info = {"steps": list(rendered.steps), "warnings": list(rendered.warnings)}
+            timings["render"] = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        result = self.checker.check(inputs.report, header=header, image=image)
+        timings["check"] = (time.perf_counter() - t0) * 1000
+        for stage, ms in result.timings_ms.items():
+            timings[f"check.{stage}"] = ms
+        provenance: dict[str, Any] = {
+            "pipeline_version": PIPELINE_VERSION,
+            "checker": result.provenance,
+            "image": {"sop_instance_uid": decision.chosen, **render_info},
+            "model_output": "unverified AI output: must be reviewed by a radiologist",
+        }
+        if self.runtime is None:
+            provenance["model"] = {"backend": "none"}
+        return PipelineResult(
+            flags=list(result.flags),
+            verdict_simple=str(result.verdict_simple),
+            verdict_complex=str(result.verdict_complex),
+            selection=decision.to_dict(),
+            provenance=provenance,
+            timings_ms=timings,
+        )

@@ -1,0 +1,114 @@
+"""Report intake: every submission is a new version; earlier versions are kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db.models import Report, Study
+from app.services import audit
+from app.services.errors import InvalidInputError, NotFoundError
+from medvlm.reports import ParsedReport, parse_report
+
+__all__ = ["ReportSubmission", "parsed_from_row", "submit_report"]
+
+
+@dataclass(frozen=True)
+class ReportSubmission:
+    """Either the sections, or the raw report text (which is split into sections)."""
+
+    findings: str | None = None
+    impression: str | None = None
+    indication: str | None = None
+    comparison: str | None = None
+    technique: str | None = None
+    text: str | None = None
+    accession_number: str | None = None
+
+
+def _section_text(parsed: ParsedReport, name: str) -> str | None:
+    for key, section in parsed.sections.items():
+        if str(key) == name and section.text.strip():
+            return section.text
+    return None
+
+
+def submit_report(
+    session: Session, *, study_uid: str, submission: ReportSubmission, actor: str
+) -> Report:
+    """Store a new version of the study's report."""
+    study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+    if study is None:
+        raise NotFoundError(
+            f"No study with StudyInstanceUID {study_uid!r}: upload its images first "
+            "(POST /api/v1/instances), then submit the report."
+        )
+    has_sections = any(
+        (v or "").strip() for v in (submission.findings, submission.impression)
+    )
+    if submission.text is not None and has_sections:
+        raise InvalidInputError(
+            "Give either 'text' (the raw report) or the sections 'findings'/'impression', not both."
+        )
+    if submission.text is not None:
+        if not submission.text.strip():
+            raise InvalidInputError("'text' is empty: send the report text or its sections.")
+        parsed = parse_report(submission.text)
+        findings = _section_text(parsed, "findings")
+        impression = _section_text(parsed, "impression")
+        if findings is None and impression is None:
+            raise InvalidInputError(
+                "No FINDINGS or IMPRESSION section found in 'text': label the sections "
+                "(e.g. 'FINDINGS: ... IMPRESSION: ...') or send them as separate fields."
+            )
+        indication = _section_text(parsed, "indication")
+        comparison = _section_text(parsed, "comparison")
+        technique = _section_text(parsed, "technique")
+    elif has_sections:
+        findings, impression = submission.findings, submission.impression
+        indication, comparison = submission.indication, submission.comparison
+        technique = submission.technique
+    else:
+        raise InvalidInputError(
+            "The report has neither 'findings' nor 'impression' nor 'text': send at least one."
+        )
+    version = (
+        session.scalar(select(func.max(Report.version)).where(Report.study_id == study.id)) or 0
+    ) + 1
+    report = Report(
+        study_id=study.id,
+        accession_number=submission.accession_number or study.accession_number,
+        version=version,
+        findings=findings,
+        impression=impression,
+        indication=indication,
+        comparison=comparison,
+        technique=technique,
+        raw_text=submission.text,
+        submitted_by=actor,
+    )
+    session.add(report)
+    session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="report.submitted",
+        study_id=study.id,
+        object_type="report",
+        object_id=report.id,
+        details={"version": version},
+    )
+    return report
+
+
+def parsed_from_row(report: Report) -> ParsedReport:
+    """The stored sections as the checker's parsed report."""
+    return ParsedReport.from_sections(
+        findings=report.findings,
+        impression=report.impression,
+        indication=report.indication,
+        comparison=report.comparison,
+        technique=report.technique,
+    )

@@ -1,0 +1,141 @@
+"""The check worker: claim a job, keep its lease alive, run the pipeline, store the result."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from app.db.session import Database
+from app.services import jobs
+from app.services.pipeline import CheckPipeline
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    """One worker (a thread in ``radcheck serve``, or the ``radcheck worker`` process)."""
+
+    def __init__(
+        self,
+        db: Database,
+        pipeline_factory: Callable[[], CheckPipeline],
+        *,
+        files_dir: Path,
+        lease_s: float,
+        poll_interval_s: float,
+        quiet_period_s: float,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self._pipeline_factory = pipeline_factory
+        self._pipeline: CheckPipeline | None = None
+        self.files_dir = files_dir
+        self.lease = timedelta(seconds=lease_s)
+        self.poll_interval_s = poll_interval_s
+        self.quiet_period = timedelta(seconds=quiet_period_s)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._last_heartbeat = 0.0
+        self.stop_event = threading.Event()
+
+    @property
+    def pipeline(self) -> CheckPipeline:
+        if self._pipeline is None:
+            self._pipeline = self._pipeline_factory()
+        return self._pipeline
+
+    def heartbeat(self) -> None:
+        with self.db.session() as session:
+            jobs.record_worker_heartbeat(session, worker_id=self.worker_id)
+        self._last_heartbeat = time.monotonic()
+
+    def run_forever(self) -> None:
+        logger.info("worker %s started", self.worker_id)
+        self.pipeline  # noqa: B018 - load the checker and model before the first claim
+        while not self.stop_event.is_set():
+            try:
+                if time.monotonic() - self._last_heartbeat > 5:
+                    self.heartbeat()
+                worked = self.run_once()
+            except Exception:
+                logger.exception("worker %s: unexpected error; continuing", self.worker_id)
+                worked = False
+            if not worked:
+                self.stop_event.wait(self.poll_interval_s)
+        logger.info("worker %s stopped", self.worker_id)
+
+    def run_once(self) -> bool:
+        """Claim and process at most one job; returns True if one was processed."""
+        with self.db.session() as session:
+            job_id = jobs.claim_next(
+                session,
+                worker_id=self.worker_id,
+                lease=self.lease,
+                quiet_period=self.quiet_period,
+            )
+        if job_id is None:
+            return False
+        logger.info("job %s claimed by %s", job_id, self.worker_id)
+        lost = threading.Event()
+        done = threading.Event()
+        keeper = threading.Thread(
+            target=self._keep_lease, args=(job_id, done, lost), name=f"lease-{job_id}", daemon=True
+        )
+        keeper.start()
+        try:
+            with self.db.session() as session:
+                inputs = jobs.load_inputs(session, job_id=job_id, files_dir=self.files_dir)
+            result = self.pipeline.run(inputs)
+        except Exception as exc:
+            done.set()
+            keeper.join()
+            logger.exception("job %s failed", job_id)
+            with self.db.session() as session:
+                jobs.fail_job(
+                    session,
+                    job_id=job_id,
+                    worker_id=self.worker_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            return True
+        done.set()
+        keeper.join()
+        with self.db.session() as session:
+            stored = jobs.complete_job(
+                session, job_id=job_id, worker_id=self.worker_id, result=result
+            )
+        logger.info("job %s %s", job_id, "succeeded" if stored else "result discarded")
+        return True
+
+    def _keep_lease(self, job_id: int, done: threading.Event, lost: threading.Event) -> None:
+        interval = max(self.lease.total_seconds() / 3, 0.05)
+        while not done.wait(interval):
+            try:
+                with self.db.session() as session:
+                    owned = jobs.renew_lease(
+                        session, job_id=job_id, worker_id=self.worker_id, lease=self.lease
+                    )
+                    jobs.record_worker_heartbeat(session, worker_id=self.worker_id)
+            except Exception:
+                logger.exception("job %s: lease renewal failed; will retry", job_id)
+                continue
+            if not owned:
+                lost.set()
+                logger.warning("job %s: lease lost", job_id)
+                return
+
+    def start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, name="radcheck-worker", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.stop_event.set()
