@@ -1,7 +1,142 @@
-"""``radcheck dicom ...``: inspect and render DICOM files (issue 3)."""
+"""``radcheck dicom ...``: inspect and render DICOM files (issue 3).
+
+Errors are reported as one line per file on stderr with a non-zero exit code, never a traceback:
+1 when a file is not usable DICOM (the package's own error), 2 for an internal error (a bug).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-dicom_cli = typer.Typer(help="Inspect DICOM files and render the image the model sees.", no_args_is_help=True)
+import dicom_io
+
+dicom_cli = typer.Typer(
+    help="Inspect DICOM files and render the image the model sees.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_DICOM_ERROR = 1
+EXIT_INTERNAL_ERROR = 2
+
+
+def _error(path: Path, exc: BaseException, *, internal: bool) -> dict[str, Any]:
+    kind = "internal error (please report)" if internal else "error"
+    return {
+        "path": str(path),
+        "ok": False,
+        "error": {"type": type(exc).__name__, "kind": kind, "message": str(exc)},
+    }
+
+
+def _inspect_one(
+    path: Path, *, pixels: bool
+) -> tuple[dict[str, Any], dicom_io.DicomInstance | None]:
+    try:
+        if pixels:
+            instance, rendered = dicom_io.read_and_render(path)
+        else:
+            instance, rendered = dicom_io.read_instance(path), None
+    except dicom_io.DicomIOError as exc:
+        return _error(path, exc, internal=False), None
+    except Exception as exc:  # noqa: BLE001 - the CLI reports bugs as one line, never a traceback
+        return _error(path, exc, internal=True), None
+    entry: dict[str, Any] = {"path": str(path), "ok": True, "instance": instance.to_dict()}
+    if rendered is not None:
+        entry["pixels"] = rendered.stats()
+        entry["render"] = {"steps": list(rendered.steps), "warnings": list(rendered.warnings)}
+    return entry, instance
+
+
+def _text_report(entries: list[dict[str, Any]], decision: dict[str, Any] | None) -> None:
+    for entry in entries:
+        if not entry["ok"]:
+            continue
+        inst = entry["instance"]
+        header = inst["header"]
+        typer.echo(f"{entry['path']}")
+        typer.echo(
+            f"  kind: {inst['kind']}  modality: {inst['modality']}  sop: {inst['sop_instance_uid']}"
+        )
+        typer.echo(f"  transfer syntax: {inst['transfer_syntax_uid']}")
+        facts = ", ".join(f"{k}={v}" for k, v in header.items() if v is not None)
+        typer.echo(f"  header: {facts}")
+        elig = inst["eligibility"]
+        verdict = "eligible" if elig["eligible"] else "not eligible: " + "; ".join(elig["reasons"])
+        typer.echo(f"  model image: {verdict}")
+        if "pixels" in entry:
+            stats = entry["pixels"]
+            typer.echo("  pixels: " + ", ".join(f"{k}={v}" for k, v in stats.items()))
+            for warning in entry["render"]["warnings"]:
+                typer.echo(f"  warning: {warning}")
+    if decision is not None:
+        typer.echo(f"selection ({decision['rules']['name']}): chosen {decision['chosen']}")
+        for reason in decision["reasons"]:
+            mark = "*" if reason["chosen"] else "-"
+            typer.echo(f"  {mark} {reason['sop_instance_uid']}: {reason['reason']}")
+
+
+@dicom_cli.command("inspect")
+def inspect(
+    files: Annotated[
+        list[Path], typer.Argument(help="DICOM files to inspect (one study or more).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    pixels: Annotated[
+        bool,
+        typer.Option(
+            "--pixels/--header-only", help="Decode and render to report pixel statistics."
+        ),
+    ] = True,
+) -> None:
+    """Header facts, eligibility, the series-selection decision over FILES, and pixel statistics."""
+    entries: list[dict[str, Any]] = []
+    candidates: list[dicom_io.SelectionCandidate] = []
+    for path in files:
+        entry, instance = _inspect_one(path, pixels=pixels)
+        entries.append(entry)
+        if instance is not None:
+            candidates.append(dicom_io.SelectionCandidate.from_instance(instance))
+    decision = dicom_io.select_image(candidates).to_dict() if candidates else None
+    if as_json:
+        typer.echo(json.dumps({"files": entries, "selection": decision}, indent=2, default=str))
+    else:
+        _text_report(entries, decision)
+    failed = [e for e in entries if not e["ok"]]
+    for entry in failed:
+        error = entry["error"]
+        typer.echo(
+            f"radcheck dicom: {entry['path']}: {error['kind']}: {error['message']}", err=True
+        )
+    if any(e["error"]["kind"] != "error" for e in failed):
+        raise typer.Exit(EXIT_INTERNAL_ERROR)
+    if failed:
+        raise typer.Exit(EXIT_DICOM_ERROR)
+
+
+@dicom_cli.command("render")
+def render(
+    file: Annotated[Path, typer.Argument(help="The DICOM image to render.")],
+    out: Annotated[Path, typer.Argument(help="Where to write the 8-bit PNG.")],
+) -> None:
+    """Write the display image the model sees (windowed, MONOCHROME1 inverted) as a PNG."""
+    from PIL import Image
+
+    try:
+        rendered = dicom_io.render(file)
+    except dicom_io.DicomIOError as exc:
+        typer.echo(f"radcheck dicom: {file}: error: {exc}", err=True)
+        raise typer.Exit(EXIT_DICOM_ERROR) from None
+    try:
+        Image.fromarray(rendered.display, mode="L").save(out, format="PNG")
+    except OSError as exc:
+        typer.echo(f"radcheck dicom: cannot write {out}: {exc}", err=True)
+        raise typer.Exit(EXIT_DICOM_ERROR) from None
+    for warning in rendered.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    stats = rendered.stats()
+    typer.echo(f"wrote {out} ({stats['columns']}x{stats['rows']}, mean {stats['mean']})")
