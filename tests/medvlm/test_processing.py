@@ -213,7 +213,7 @@ def test_box_mapping_errors() -> None:
         out.to_original_box((0, 0, 1, 1), 6)
     with pytest.raises(ProcessingError, match="x1 < x0"):
         out.to_original_box((5, 0, 1, 1), 0)
-    with pytest.raises(ProcessingError, match="outside 0..1"):
+    with pytest.raises(ProcessingError, match=r"outside 0\.\.1"):
         out.to_original_box((0, 0, 2, 1), 0, normalized=True)
     with pytest.raises(ProcessingError, match="four finite numbers"):
         out.to_original_box((0, 0, float("nan"), 1), 0)
@@ -233,6 +233,19 @@ def test_box_mapping_errors() -> None:
 def test_bad_images_raise_clear_errors(image: object, message: str) -> None:
     with pytest.raises(ProcessingError, match=message):
         ImageProcessor()(image)  # type: ignore[arg-type]
+
+
+def test_reference_mode_on_an_extreme_strip_crops_before_resizing() -> None:
+    # 3 x 2000 would be resized to 518 x 345,333 (2 GB of floats) before the crop.
+    grey = _with_marker(3, 2000, (0, 1000, 3, 1001))
+    out = ImageProcessor()(grey)
+    assert out.overview.shape == (1, 3, 518, 518)
+    assert out.overview_geometry.resized_size == (518, 345333)
+    # The crop sees rows 998.5..1001.5 of the film; the one bright row 1000 maps back to itself.
+    crop = out.to_original_box((0, 0, 518, 518), "overview")
+    assert crop == pytest.approx((0.0, 998.497, 3.0, 1001.497), abs=1e-3)
+    mapped = out.to_original_box(_bright_box(out.overview[0]), "overview")
+    assert mapped == pytest.approx((0.0, 1000.0, 3.0, 1001.0), abs=0.25)
 
 
 def test_tiny_and_strip_images() -> None:
