@@ -8,33 +8,47 @@ from __future__ import annotations
 
 from typing import Any
 
+from eval.errors import EvalError
 from eval.records import JSONDict, LabelledRow
+from medvlm.reports import ParsedReport, SectionName, parse_report
 
 Span = tuple[int, int]
 
 
-def split_sentences(text: str) -> list[Span]:
-    """``(start, end)`` of each sentence of a FINDINGS text, as medvlm's parser splits it."""
-    from medvlm.reports import ParsedReport
+def normalize_findings(text: str) -> str:
+    """The FINDINGS text as medvlm's parser holds it (sentence offsets refer to this form)."""
+    section = ParsedReport.from_sections(findings=text).section(SectionName.FINDINGS)
+    return "" if section is None else section.text
 
-    parsed = ParsedReport.from_sections(findings=text)
-    return [(s.start, s.end) for s in parsed.findings.sentences]
+
+def split_sentences(text: str) -> list[Span]:
+    """``(start, end)`` of each sentence of a FINDINGS text, as medvlm's parser splits it.
+
+    ``text`` must be in the parser's normal form (`normalize_findings`), otherwise the offsets
+    would not refer to it.
+    """
+    section = ParsedReport.from_sections(findings=text).section(SectionName.FINDINGS)
+    if section is None:
+        return []
+    if section.text != text:
+        raise EvalError(
+            "findings text is not in medvlm's normal form, so sentence offsets would not match; "
+            "pass it through eval.checker.normalize_findings first"
+        )
+    return [(s.start, s.end) for s in section.sentences]
 
 
 def sections_of(text: str) -> tuple[str | None, str | None]:
     """``(findings, impression)`` of a raw report text, as medvlm's parser finds them."""
-    from medvlm.reports import parse_report
-
     parsed = parse_report(text)
-    findings = parsed.findings.text if parsed.findings else None
-    impression = parsed.impression.text if parsed.impression else None
-    return findings, impression
+    return parsed.text_of(SectionName.FINDINGS) or None, (
+        parsed.text_of(SectionName.IMPRESSION) or None
+    )
 
 
 def check_row(checker: Any, row: LabelledRow) -> JSONDict:
     """Run ``checker`` on one row exactly as the API would, return ``CheckResult.to_dict()``."""
     from medvlm.checking import HeaderFacts
-    from medvlm.reports import ParsedReport, parse_report
 
     if row.text is not None:
         parsed = parse_report(row.text)

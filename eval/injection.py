@@ -42,7 +42,7 @@ TEXT_SUBTYPES: tuple[ErrorSubtype, ...] = (
     ErrorSubtype.REMOVE_FINDING,
 )
 ALL_SUBTYPES: tuple[ErrorSubtype, ...] = (*TEXT_SUBTYPES, ErrorSubtype.HEADER_MISMATCH)
-_SEX_KEYS = ("sex", "patient_sex", "PatientSex")
+_SEX_KEYS = ("patient_sex", "sex", "PatientSex")
 _AFFIRMED_ONLY = frozenset(
     {
         ErrorSubtype.LATERALITY,
@@ -341,12 +341,14 @@ def inject_corpus(
     *,
     split: SentenceSplitter,
     sections_of: SectionsOf,
+    normalize: Callable[[str], str] = str.strip,
     n: int | None = None,
 ) -> Iterator[JSONDict]:
     """Inject errors into ``n`` reports that have FINDINGS (all when ``n`` is None).
 
     The ``n`` reports are the ones with the smallest seeded hash of their id, so the choice does
-    not depend on corpus order; rows come out sorted by that key.
+    not depend on corpus order; rows come out sorted by that key. ``normalize`` puts FINDINGS in
+    the splitter's normal form first, so spans refer to the text the checker will see.
     """
     eligible: dict[str, tuple[ReportRecord, str, str | None]] = {}
     seen: set[str] = set()
@@ -357,7 +359,8 @@ def inject_corpus(
         if record.id in seen:
             raise EvalError(f"duplicate report id {record.id!r} in the corpus; ids must be unique")
         seen.add(record.id)
-        if findings and findings.strip():
+        findings = normalize(findings) if findings else None
+        if findings:
             eligible[record.id] = (record, findings, impression)
     chosen = sorted(eligible, key=lambda rid: (selection_key(config.seed, rid), rid))
     if n is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.checker import sections_of, split_sentences
+from eval.checker import normalize_findings, sections_of, split_sentences
 from eval.corpora import CorpusKind, iter_jsonl, load_corpus
 from eval.errors import DatasetError, MetricsError
 from eval.injection import InjectionConfig, SentenceSplitter, inject_corpus
@@ -65,7 +65,12 @@ def inject_to_file(
 ) -> int:
     """Read a corpus, inject errors, write the dataset JSONL; return the number of rows."""
     rows = inject_corpus(
-        load_corpus(kind, corpus_path), config, split=split, sections_of=sections_of, n=n
+        load_corpus(kind, corpus_path),
+        config,
+        split=split,
+        sections_of=sections_of,
+        normalize=normalize_findings,
+        n=n,
     )
     count = write_jsonl(out_file, rows)
     logger.info("wrote %d dataset rows (seed %d)", count, config.seed)

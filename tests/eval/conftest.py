@@ -52,7 +52,7 @@ SYNTHETIC: tuple[ReportRecord, ...] = (
         "study. Left basilar atelectasis.",
         impression="Decreasing right effusion.",
         indication="65-year-old male with dyspnea.",
-        header={"sex": "M", "view_position": "PA"},
+        header={"patient_sex": "M", "view_position": "PA"},
     ),
     ReportRecord(
         id="S007",

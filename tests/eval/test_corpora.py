@@ -72,7 +72,7 @@ def test_jsonl_loader(tmp_path: Path, records) -> None:
     path = write_reports_jsonl(tmp_path / "r.jsonl", records)
     loaded = list(load_corpus("jsonl", path))
     assert [r.id for r in loaded] == [r.id for r in records]
-    assert loaded[5].header == {"sex": "M", "view_position": "PA"}
+    assert loaded[5].header == {"patient_sex": "M", "view_position": "PA"}
     (tmp_path / "bad.jsonl").write_text('{"id": "1", "findings": 3}\n')
     with pytest.raises(CorpusError, match=r"bad\.jsonl:1: field 'findings' must be a string"):
         list(load_corpus("jsonl", tmp_path / "bad.jsonl"))
