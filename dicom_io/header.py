@@ -189,8 +189,8 @@ def _acquisition_datetime(ds: Dataset) -> datetime | None:
             parsed = DT(text)
         except (TypeError, ValueError):
             parsed = None
-        if isinstance(parsed, datetime):
-            return parsed
+        if isinstance(parsed, datetime):  # a plain datetime, not pydicom's DT subclass
+            return datetime.combine(parsed.date(), parsed.timetz())
     for date_kw, time_kw in (
         ("AcquisitionDate", "AcquisitionTime"),
         ("ContentDate", "ContentTime"),

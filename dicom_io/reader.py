@@ -93,7 +93,7 @@ def _keyword_name(keyword: str) -> str:
 
 
 def _detail(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
 
 
