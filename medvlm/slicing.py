@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final, Literal
 
 from medvlm.errors import SlicingError
 
 __all__ = [
+    "ROW_SEPARATOR",
+    "SLICE_SEPARATOR",
+    "LayoutItem",
     "SlicePlan",
     "default_max_long_edge",
     "default_max_patches_per_image",
@@ -40,6 +44,14 @@ Size = tuple[int, int]
 
 Box = tuple[float, float, float, float]
 """An ``(x0, y0, x1, y1)`` box in pixels, edges of pixels (continuous coordinates)."""
+
+SLICE_SEPARATOR: Final = ","
+"""Separator after a slice that is not the last in its row (spatial schema)."""
+ROW_SEPARATOR: Final = "\n"
+"""Separator after the last slice of every row (spatial schema)."""
+
+LayoutItem = int | Literal[",", "\n", "overview"]
+"""One entry of :meth:`SlicePlan.layout`: a slice index, a separator, or the overview."""
 
 
 def _check_positive_int(name: str, value: object) -> int:
@@ -241,6 +253,23 @@ class SlicePlan:
         """``sx / sy`` of the sliced image (1.0 keeps the aspect); ``None`` unsliced."""
         scale = self.resized_scale
         return None if scale is None else scale[0] / scale[1]
+
+    def layout(self) -> tuple[LayoutItem, ...]:
+        """The spatial schema's order of slices, separators and the overview.
+
+        Slice indices row by row, each followed by :data:`SLICE_SEPARATOR` (not last in its row)
+        or :data:`ROW_SEPARATOR` (last in its row, including the final row), then ``"overview"``.
+        The runtime maps the two separators to the tokenizer's own token ids.
+        """
+        items: list[LayoutItem] = []
+        if self.grid is not None:
+            cols, rows = self.grid
+            for row in range(rows):
+                for col in range(cols):
+                    items.append(row * cols + col)
+                    items.append(SLICE_SEPARATOR if col < cols - 1 else ROW_SEPARATOR)
+        items.append("overview")
+        return tuple(items)
 
     def slice_position(self, index: int) -> Size:
         """``(col, row)`` of slice ``index`` (row-major)."""
