@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from eval.anchors import PUBLISHED_ANCHORS
 from eval.predictions import Prediction
@@ -93,6 +94,7 @@ def plot_scores(rows: Sequence[LabelledRow], preds: Sequence[Prediction], path: 
     left.set_xlabel("highest flag confidence per report (0 = no flag)")
     left.set_ylabel("reports")
     left.legend()
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("flags per report")
     right.legend()
     fig.tight_layout()
