@@ -284,7 +284,7 @@ def _identity(part: PartFeatures) -> ReducedPart:
         features=part.features,
         original_tokens=part.n_tokens,
         original_grid=part.grid,
-        kept_indices=torch.arange(part.n_tokens),
+        kept_indices=torch.arange(part.n_tokens, device=part.features.device),
         grid=part.grid,
     )
 
@@ -374,7 +374,7 @@ def _slice_attention_shares(
     """Each slice's share of the overview's CLS attention (patch centres assigned to slices)."""
     cols, rows = slice_grid
     h, w = overview_grid
-    attention = overview_attention.detach().float().clamp(min=0).reshape(h, w)
+    attention = overview_attention.detach().float().cpu().clamp(min=0).reshape(h, w)
     row_of = torch.tensor([(2 * i + 1) * rows // (2 * h) for i in range(h)])
     col_of = torch.tensor([(2 * j + 1) * cols // (2 * w) for j in range(w)])
     cell = (row_of[:, None] * cols + col_of[None, :]).reshape(-1)
@@ -389,7 +389,7 @@ def _slice_attention_shares(
 def _top_k_in_order(part: PartFeatures, k: int) -> ReducedPart:
     assert part.cls_attention is not None
     order = torch.argsort(part.cls_attention.detach().float(), descending=True, stable=True)
-    kept = torch.sort(order[:k]).values
+    kept = torch.sort(order[:k]).values.to(part.features.device)
     return ReducedPart(
         role=part.role,
         features=part.features[kept],

@@ -263,3 +263,26 @@ def test_cls_attention_from_weights() -> None:
     assert cls.tolist() == pytest.approx([0.2, 0.2, 0.2, 0.2])
     with pytest.raises(BudgetError, match="batch of 2"):
         cls_attention_from_weights(torch.zeros(2, heads, 5, 5))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_reduction_on_cuda_fp16_matches_cpu() -> None:
+    choice = choose_plan_within_budget(2500, 3000, **LLAVA_RAD)
+    cpu_parts = _parts_for(choice.plan)
+    gpu_parts = [
+        PartFeatures(
+            p.features.cuda().half(),
+            p.grid,
+            p.role,
+            None if p.cls_attention is None else p.cls_attention.cuda(),
+        )
+        for p in cpu_parts
+    ]
+    for policy in ("pool", "attention"):
+        cpu = reduce_visual_tokens(cpu_parts, 1500, policy, slice_grid=choice.plan.grid)
+        gpu = reduce_visual_tokens(gpu_parts, 1500, policy, slice_grid=choice.plan.grid)
+        assert gpu.kept_per_part == cpu.kept_per_part
+        for a, b in zip(cpu.features, gpu.features, strict=True):
+            assert b.device.type == "cuda" and b.dtype == torch.float16
+            torch.testing.assert_close(b.float().cpu(), a, atol=2e-3, rtol=2e-3)
