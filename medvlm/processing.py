@@ -113,7 +113,9 @@ class ProcessorConfig:
         visual_token_budget: visual tokens allowed per study (``None``: no budget); with slicing,
             the plan is chosen so that ``budget_policy`` can meet it.
         budget_policy: how the runtime reduces encoder features to the budget.
-        max_pool_stride: the most a pooled grid side may shrink when choosing the plan.
+        max_pool_stride: the most a pooled grid side may shrink when choosing the plan (also the
+            floor, about ``1 / stride^2`` of a part's tokens, assumed for ``attention``; with
+            ``none`` the plan must fit the budget unreduced).
     """
 
     native_size: int = 518
@@ -391,7 +393,8 @@ class ImageProcessor:
             patch_size=c.patch_size,
             max_slices=c.max_slices,
             budget=c.visual_token_budget,
-            max_pool_stride=c.max_pool_stride,
+            # Policy 'none' reduces nothing: the plan itself must fit.
+            max_pool_stride=1 if c.budget_policy == "none" else c.max_pool_stride,
             max_patches_per_image=c.max_patches_per_image,
             max_long_edge=c.max_long_edge,
             tokens_per_image=c.tokens_per_image,

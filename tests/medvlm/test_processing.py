@@ -163,6 +163,20 @@ def test_slicing_with_budget_records_the_choice() -> None:
     assert json.loads(json.dumps(data)) == data
 
 
+def test_policy_none_chooses_a_plan_that_fits_unreduced() -> None:
+    config = ProcessorConfig(slicing=True, budget_policy="none")
+    out = ImageProcessor(config)(_film(2500, 3000))
+    assert out.budget_choice is not None and out.budget_choice.reduced_slices
+    assert not out.budget_choice.needs_reduction
+    assert out.visual_tokens <= 1500
+    # At 518 px every sliced plan has three or more parts of ~1,300 tokens: none fits 1,500.
+    assert out.plan is not None and out.plan.grid is None and out.slices is None
+    roomy = ProcessorConfig(slicing=True, budget_policy="none", visual_token_budget=4000)
+    sliced = ImageProcessor(roomy)(_film(900, 800))
+    assert sliced.plan is not None and sliced.plan.n_slices == 2
+    assert sliced.visual_tokens <= 4000
+
+
 def test_reference_crop_box_mapping() -> None:
     # A 1000 x 2000 portrait: resized to 518 x 1036, the crop starts 259 px down (500 original).
     out = ImageProcessor()(_film(1000, 2000))
