@@ -22,6 +22,7 @@ slice of every row, then the overview. Visual tokens are ``Q`` unsliced, else ``
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -55,7 +56,7 @@ LayoutItem = int | Literal[",", "\n", "overview"]
 
 
 def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise SlicingError(
             f"{name} must be a positive integer, got {value!r} of type {type(value).__name__}; "
             "pass the size in whole pixels"
@@ -65,7 +66,7 @@ def _check_positive_int(name: str, value: object) -> int:
             f"{name} must be a positive integer, got {value}; an image or encoder size of zero or "
             "less cannot be sliced: check the image decoding"
         )
-    return value
+    return int(value)
 
 
 def snap(x: int, d: int) -> int:
@@ -83,6 +84,11 @@ def fit_size(
     ``width`` and ``height`` may be floats (the reference passes grid cells as floats).
     """
     w, h = width, height
+    if not (w > 0 and h > 0 and native_size > 0 and patch_size > 0):
+        raise SlicingError(
+            f"fit_size needs positive sizes, got {width}x{height} at native_size {native_size}, "
+            f"patch_size {patch_size}"
+        )
     if w * h > native_size * native_size or upscale:
         r = w / h
         new_h = int(native_size / math.sqrt(r))
@@ -174,6 +180,11 @@ class SlicePlan:
     def sliced(self) -> bool:
         """Whether the image is cut into slices (``grid`` is not ``None``)."""
         return self.grid is not None
+
+    @property
+    def cap_reason(self) -> str | None:
+        """Why the plan was capped, in one line, or ``None`` when it was not."""
+        return "; ".join(self.cap_reasons) if self.cap_reasons else None
 
     @property
     def n_images(self) -> int:

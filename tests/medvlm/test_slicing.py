@@ -140,6 +140,18 @@ def test_bad_sizes_raise_clear_errors(kwargs: dict[str, object], message: str) -
         plan_slices(**kwargs, **UHD)  # type: ignore[arg-type]
 
 
+def test_numpy_integers_are_accepted() -> None:
+    np = pytest.importorskip("numpy")
+    plan = plan_slices(np.int64(2500), np.int32(3000), **UHD)
+    assert plan.grid == (2, 3)
+    assert type(plan.image_size[0]) is int
+
+
+def test_fit_size_refuses_non_positive_sizes() -> None:
+    with pytest.raises(SlicingError, match="fit_size needs positive sizes, got 0x10"):
+        fit_size(0, 10, native_size=336, patch_size=14, upscale=True)
+
+
 def test_bad_parameters_raise_clear_errors() -> None:
     with pytest.raises(SlicingError, match="max_slices must be a positive integer, got 0"):
         plan_slices(100, 100, native_size=336, patch_size=14, max_slices=0)
@@ -155,6 +167,8 @@ def test_extreme_aspect_is_capped_and_recorded() -> None:
     plan = plan_slices(1, 20000, **UHD)
     assert plan.capped
     assert "47516" in plan.cap_reasons[0]
+    assert plan.cap_reason is not None and "max_long_edge" in plan.cap_reason
+    assert plan_slices(336, 336, **UHD).cap_reason is None
     w, h = plan.overview_size
     assert (w // 14) * (h // 14) <= default_max_patches_per_image(336, 14) == 576
     assert max(w, h) <= default_max_long_edge(336, 14)
