@@ -303,12 +303,19 @@ def _pool_scale(grids: Sequence[tuple[int, int]], budget: int) -> Fraction:
     def total(scale: Fraction) -> int:
         return sum(a * b for a, b in (_pooled_grid(g, scale) for g in grids))
 
-    # total() only changes where h*s or w*s crosses an integer: try those points, largest first.
-    candidates = {Fraction(k, side) for g in grids for side in g for k in range(1, side + 1)}
-    for scale in sorted(candidates, reverse=True):
-        if scale <= 1 and total(scale) <= budget:
-            return scale
-    return Fraction(0)
+    # total() only changes where h*s or w*s crosses an integer, and never decreases as s grows:
+    # binary-search those points for the largest that fits.
+    candidates = sorted(
+        {Fraction(k, side) for g in grids for side in g for k in range(1, side + 1)}
+    )
+    lo, hi = 0, len(candidates)  # candidates[:lo] fit; candidates[hi:] do not
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if total(candidates[mid]) <= budget:
+            lo = mid + 1
+        else:
+            hi = mid
+    return candidates[lo - 1] if lo > 0 else Fraction(0)
 
 
 def _pool_part(part: PartFeatures, grid: tuple[int, int]) -> ReducedPart:
