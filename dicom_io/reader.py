@@ -77,6 +77,8 @@ _SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 _RADIOGRAPH_MODALITIES = {"CR", "DX"}
 _CHEST = re.compile(r"CHEST|THORAX|LUNG", re.IGNORECASE)
 _MAX_DETAIL = 200
+# Never converted: interpreter control flow.
+_NOT_OURS = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 def tag_name(tag: int) -> str:
@@ -296,7 +298,9 @@ def decode_pixels(ds: Dataset) -> NDArray[np.generic]:
             return ds.pixel_array
     except DicomIOError:
         raise
-    except Exception as exc:
+    except _NOT_OURS:
+        raise
+    except BaseException as exc:  # Rust decoders panic with pyo3's PanicException (BaseException)
         raise DecodeError(
             f"Unable to decode the (7FE0,0010) 'Pixel Data' of a '{ts_uid.name}' image "
             f"({_detail(exc)}). The pixel data is corrupt or truncated; ask the sender to re-send "
@@ -364,7 +368,9 @@ def parse(source: Source, *, full: bool) -> ParsedInstance:
             instance = _build(ds, pixel)
     except DicomIOError:
         raise
-    except Exception as exc:
+    except _NOT_OURS:
+        raise
+    except BaseException as exc:  # Rust decoders panic with pyo3's PanicException (BaseException)
         # pydicom parses element values lazily: a corrupt value can raise almost anything here.
         raise InvalidDicomError(
             f"Unable to parse the DICOM data set ({_detail(exc)}). The file is corrupt; ask the "
@@ -384,12 +390,7 @@ def read_instance(source: Source, *, decode: bool = False) -> DicomInstance:
     """
     parsed = parse(source, full=decode)
     if decode and parsed.instance.kind is InstanceKind.IMAGE:
-        try:
-            decode_pixels(parsed.dataset)
-        except DicomIOError:
-            raise
-        except Exception as exc:
-            raise DecodeError(f"Unable to decode the pixel data ({_detail(exc)}).") from exc
+        decode_pixels(parsed.dataset)
     logger.debug(
         "read instance kind=%s ts=%s", parsed.instance.kind, parsed.instance.transfer_syntax_uid
     )

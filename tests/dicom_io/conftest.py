@@ -17,9 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 PYDICOM_TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 _SPEC = importlib.util.find_spec("data_store")  # the pydicom-data package
-PYDICOM_DATA = (
-    Path(_SPEC.origin).parent / "data" if _SPEC is not None and _SPEC.origin else None
-)
+PYDICOM_DATA = Path(_SPEC.origin).parent / "data" if _SPEC is not None and _SPEC.origin else None
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"

@@ -118,9 +118,11 @@ def test_truncated_file_is_caught_when_decoding() -> None:
         dicom_io.read_instance(corpus_file("MR_truncated.dcm"), decode=True)
 
 
-@pytest.mark.parametrize("name", ["no_meta.dcm", "ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm"])
+@pytest.mark.parametrize(
+    "name", ["no_meta.dcm", "ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm"]
+)
 def test_missing_file_meta_is_not_dicom(name: str) -> None:
-    with pytest.raises(NotDicomError, match="'DICM' prefix.*File Meta Information missing"):
+    with pytest.raises(NotDicomError, match=r"'DICM' prefix.*File Meta Information missing"):
         dicom_io.read_instance(corpus_file(name))
 
 
@@ -132,7 +134,7 @@ def test_missing_transfer_syntax_in_meta() -> None:
 def test_corrupt_jpeg2000_in_the_corpus_gets_a_decode_error() -> None:
     path = corpus_file("JPEG2000-embedded-sequence-delimiter.dcm")
     dicom_io.read_instance(path)  # the header is fine
-    with pytest.raises(DecodeError, match="JPEG 2000.*corrupt or truncated"):
+    with pytest.raises(DecodeError, match=r"JPEG 2000.*corrupt or truncated"):
         dicom_io.read_instance(path, decode=True)
 
 
@@ -151,7 +153,7 @@ def test_garbage_is_not_dicom(data: bytes) -> None:
 
 
 def test_missing_path_is_a_dicom_io_error(tmp_path: Path) -> None:
-    with pytest.raises(NotDicomError, match="Unable to open 'absent.dcm'"):
+    with pytest.raises(NotDicomError, match=r"Unable to open 'absent\.dcm'"):
         dicom_io.read_instance(tmp_path / "absent.dcm")
 
 
@@ -180,7 +182,14 @@ def test_age_from_birth_date_when_patient_age_is_absent() -> None:
 
 @pytest.mark.parametrize(
     ("text", "years"),
-    [("045Y", 45.0), ("006M", 0.5), ("002W", round(14 / 365.25, 4)), ("010D", round(10 / 365.25, 4)), ("4", None), ("", None)],
+    [
+        ("045Y", 45.0),
+        ("006M", 0.5),
+        ("002W", round(14 / 365.25, 4)),
+        ("010D", round(10 / 365.25, 4)),
+        ("4", None),
+        ("", None),
+    ],
 )
 def test_parse_age(text: str, years: float | None) -> None:
     assert parse_age(text) == years
@@ -216,7 +225,9 @@ def test_image_without_pixel_data() -> None:
 
 
 def test_unusable_uid() -> None:
-    with pytest.raises(InvalidElementError, match=r"\(0008,0018\) 'SOPInstanceUID' value is not usable"):
+    with pytest.raises(
+        InvalidElementError, match=r"\(0008,0018\) 'SOPInstanceUID' value is not usable"
+    ):
         dicom_io.read_instance(make_dx(SOPInstanceUID="1.2.3" + ".4" * 40))
 
 
@@ -232,5 +243,5 @@ def test_secondary_capture_not_eligible() -> None:
 
 
 def test_wrong_source_type_is_a_type_error() -> None:
-    with pytest.raises(TypeError, match="bytes or pathlib.Path"):
+    with pytest.raises(TypeError, match=r"bytes or pathlib\.Path"):
         dicom_io.read_instance("a/path/as/str")  # type: ignore[arg-type]

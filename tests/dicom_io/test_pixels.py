@@ -1,0 +1,158 @@
+"""The pixel pipeline: what the radiologist and the model see, and the recorded steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dicom_io
+from dicom_io import NotEligibleError
+from dicom_io.pixels import InvertMonochrome1, ModalityLUT, PercentileWindow, Window
+from dicom_io.reader import parse
+
+from .conftest import PYDICOM_TEST_FILES, chest_pixels, corpus_file, make_dx
+
+
+def _region(display: np.ndarray, y0: float, y1: float, x0: float, x1: float) -> float:
+    h, w = display.shape
+    return float(display[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)].mean())
+
+
+@pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "RG1_J2KR.dcm"])
+def test_rg1_monochrome1_chest_shows_dark_lungs_and_bright_mediastinum(name: str) -> None:
+    rendered = dicom_io.render(corpus_file(name))
+    display = rendered.display
+    assert display.dtype == np.uint8
+    assert display.shape == (1955, 1841)
+    right_lung = _region(display, 0.25, 0.45, 0.20, 0.35)
+    left_lung = _region(display, 0.25, 0.45, 0.65, 0.80)
+    mediastinum = _region(display, 0.25, 0.55, 0.45, 0.55)
+    assert mediastinum > right_lung + 40
+    assert mediastinum > left_lung + 40
+    names = [s["transform"] for s in rendered.steps]
+    assert names == ["Decode", "ModalityLUT", "Window", "InvertMonochrome1", "ToDisplay"]
+    window = rendered.steps[2]
+    assert (window["center"], window["width"], window["source"]) == (15000.0, 30000.0, "file")
+
+
+def test_rg1_bad_pixel_spacing_is_tolerated_and_reported() -> None:
+    rendered = dicom_io.render(corpus_file("RG1_UNCR.dcm"))
+    assert rendered.pixel_spacing_mm is None
+    assert any("(0028,0030) 'PixelSpacing'" in w and "0.000" in w for w in rendered.warnings)
+
+
+def test_image_is_float_in_unit_range() -> None:
+    rendered = dicom_io.render(corpus_file("RG3_J2KR.dcm"))
+    assert rendered.image.dtype == np.float32
+    assert float(rendered.image.min()) >= 0.0
+    assert float(rendered.image.max()) <= 1.0
+    np.testing.assert_array_equal(rendered.display, (rendered.image * 255 + 0.5).astype(np.uint8))
+
+
+def test_synthetic_dx_without_window_uses_percentiles_and_imager_spacing() -> None:
+    rendered = dicom_io.render(make_dx())
+    names = [s["transform"] for s in rendered.steps]
+    assert names == ["Decode", "ModalityLUT", "PercentileWindow", "ToDisplay"]
+    assert rendered.pixel_spacing_mm == (0.2, 0.2)
+    assert any("ImagerPixelSpacing" in w for w in rendered.warnings)
+    lungs = _region(rendered.display, 0.4, 0.6, 0.25, 0.35)
+    mediastinum = _region(rendered.display, 0.4, 0.6, 0.46, 0.54)
+    assert mediastinum > 200 and lungs < 30
+
+
+def test_sixteen_bit_values_are_windowed_at_full_precision() -> None:
+    ramp = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (8, 1))  # 12-bit ramp, above 255
+    rendered = dicom_io.render(make_dx(pixels=ramp, WindowCenter=2048, WindowWidth=4096))
+    row = rendered.image[0]
+    assert np.all(np.diff(row) > 0), "a 16-bit ramp must stay strictly increasing"
+    assert row[ramp[0] == 1024][0] == pytest.approx(0.25, abs=0.002)
+    assert row[ramp[0] == 3072][0] == pytest.approx(0.75, abs=0.002)
+
+
+def test_monochrome1_is_the_inverse_of_monochrome2() -> None:
+    pixels = chest_pixels(64, 64)
+    window = {"WindowCenter": 2048, "WindowWidth": 4096}
+    mono2 = dicom_io.render(make_dx(pixels=pixels, **window)).image
+    mono1 = dicom_io.render(
+        make_dx(pixels=pixels, PhotometricInterpretation="MONOCHROME1", **window)
+    ).image
+    np.testing.assert_allclose(mono1 + mono2, 1.0, atol=1e-6)
+
+
+def test_rescale_slope_intercept_is_applied_and_recorded() -> None:
+    rendered = dicom_io.render(
+        make_dx(RescaleSlope=2, RescaleIntercept=-100, WindowCenter=1000, WindowWidth=2000)
+    )
+    step = rendered.steps[1]
+    assert step == {
+        "transform": "ModalityLUT",
+        "method": "rescale",
+        "slope": 2.0,
+        "intercept": -100.0,
+    }
+
+
+def test_unusable_window_falls_back_with_a_warning() -> None:
+    rendered = dicom_io.render(make_dx(WindowCenter=100, WindowWidth=0))
+    assert rendered.steps[2]["transform"] == "PercentileWindow"
+    assert any("window center/width" in w for w in rendered.warnings)
+
+
+def test_voi_lut_sequence_is_used() -> None:
+    rendered = dicom_io.render(corpus_file("vlut_04.dcm"))
+    assert [s["transform"] for s in rendered.steps][2] == "VOILUTFromFile"
+    assert rendered.image.min() >= 0.0
+    assert rendered.image.max() <= 1.0
+
+
+def test_modality_lut_sequence_is_used() -> None:
+    rendered = dicom_io.render(corpus_file("mlut_18.dcm"))
+    assert rendered.steps[1] == {"transform": "ModalityLUT", "method": "lut_sequence"}
+
+
+def test_tiny_monochrome1_cr_render_records_inversion() -> None:
+    path = PYDICOM_TEST_FILES / "dicomdirtests" / "77654033" / "CR1" / "6154"
+    rendered = dicom_io.render(path)
+    assert rendered.steps[-2] == {"transform": "InvertMonochrome1"}
+    assert rendered.pixel_spacing_mm == (0.1, 0.1)
+
+
+def test_colour_and_multiframe_render_with_warnings() -> None:
+    colour = dicom_io.render(corpus_file("US1_UNCR.dcm"))
+    assert colour.image.shape == (480, 640)
+    assert any("colour image" in w for w in colour.warnings)
+    multi = dicom_io.render(corpus_file("emri_small.dcm"))
+    assert multi.image.shape == (64, 64)
+    assert "multi-frame image: rendered frame 1 of 10" in multi.warnings
+
+
+def test_structured_report_cannot_be_rendered() -> None:
+    with pytest.raises(NotEligibleError, match="structured report, not an image"):
+        dicom_io.render(corpus_file("test-SR.dcm"))
+
+
+def test_read_and_render_returns_none_for_non_images() -> None:
+    inst, rendered = dicom_io.read_and_render(corpus_file("test-SR.dcm"))
+    assert rendered is None and inst.kind is dicom_io.InstanceKind.STRUCTURED_REPORT
+
+
+def test_window_formula_matches_dicom_linear() -> None:
+    values = np.array([[-1000.0, 39.5, 40.0, 40.5, 1000.0]], dtype=np.float32)
+    out, record = Window(center=40.0, width=401.0)(values)
+    assert out[0, 0] == 0.0 and out[0, -1] == 1.0
+    assert out[0, 2] == pytest.approx(0.50125, abs=1e-5)  # ((40 - 39.5) / 400) + 0.5
+    assert record["function"] == "LINEAR"
+
+
+def test_transforms_do_not_mutate_their_input() -> None:
+    parsed = parse(make_dx(RescaleSlope=2), full=True)
+    arr = chest_pixels(32, 32).astype(np.float32) / 4096
+    before = arr.copy()
+    for transform in (
+        ModalityLUT(parsed.dataset),
+        Window(0.5, 0.5),
+        PercentileWindow(),
+        InvertMonochrome1(),
+    ):
+        transform(arr)
+    np.testing.assert_array_equal(arr, before)

@@ -1,0 +1,50 @@
+"""Study completeness: quiet period, never on the first instance, a late instance re-opens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import dicom_io
+from dicom_io import group_by_study, study_ready
+
+from .conftest import make_dx
+
+QUIET = timedelta(seconds=30)
+T0 = datetime(2024, 1, 2, 10, 0, tzinfo=UTC)
+
+
+def test_not_ready_on_its_first_instance() -> None:
+    assert not study_ready(T0, T0, QUIET)
+
+
+def test_ready_after_the_quiet_period_and_not_before() -> None:
+    assert not study_ready(T0, T0 + QUIET - timedelta(microseconds=1), QUIET)
+    assert study_ready(T0, T0 + QUIET, QUIET)
+
+
+def test_late_instance_reopens_the_study() -> None:
+    now = T0 + 2 * QUIET
+    assert study_ready(T0, now, QUIET)
+    late = now  # a new instance arrives: the app moves last_instance_at forward
+    assert not study_ready(late, now + timedelta(seconds=1), QUIET)
+    assert study_ready(late, late + QUIET, QUIET)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="quiet_period must be positive"):
+        study_ready(T0, T0, timedelta(0))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        study_ready(T0.replace(tzinfo=None), T0, QUIET)
+
+
+def test_group_by_study_and_series() -> None:
+    study = "1.2.826.0.1.3680043.8.498.1"
+    a = dicom_io.read_instance(make_dx(StudyInstanceUID=study, SeriesInstanceUID="1.2.1"))
+    b = dicom_io.read_instance(make_dx(StudyInstanceUID=study, SeriesInstanceUID="1.2.2"))
+    c = dicom_io.read_instance(make_dx(StudyInstanceUID=study, SeriesInstanceUID="1.2.1"))
+    other = dicom_io.read_instance(make_dx())
+    groups = group_by_study([a, b, c, other])
+    assert groups[study] == {"1.2.1": [a, c], "1.2.2": [b]}
+    assert len(groups) == 2
