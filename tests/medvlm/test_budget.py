@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medvlm.budget import (
     DEFAULT_VISUAL_TOKEN_BUDGET,
@@ -263,6 +265,50 @@ def test_cls_attention_from_weights() -> None:
     assert cls.tolist() == pytest.approx([0.2, 0.2, 0.2, 0.2])
     with pytest.raises(BudgetError, match="batch of 2"):
         cls_attention_from_weights(torch.zeros(2, heads, 5, 5))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    grid=st.tuples(st.integers(1, 4), st.integers(1, 3)),
+    slice_hw=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    overview_hw=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    budget_fraction=st.floats(0.0, 1.2),
+    seed=st.integers(0, 1000),
+)
+def test_budget_properties(
+    grid: tuple[int, int],
+    slice_hw: tuple[int, int],
+    overview_hw: tuple[int, int],
+    budget_fraction: float,
+    seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    cols, rows = grid
+    n = cols * rows if cols * rows > 1 else 0
+
+    def part(hw: tuple[int, int], role: str) -> PartFeatures:
+        t = hw[0] * hw[1]
+        attn = torch.rand(t, generator=gen)
+        return PartFeatures(torch.randn(t, 3, generator=gen), hw, role, attn)  # type: ignore[arg-type]
+
+    parts = [part(slice_hw, "slice") for _ in range(n)] + [part(overview_hw, "overview")]
+    total = sum(p.n_tokens for p in parts) + n
+    budget = max(2 * len(parts), round(total * budget_fraction))
+    for policy in ("pool", "attention"):
+        reduced = reduce_visual_tokens(
+            parts, budget, policy, slice_grid=(cols, rows) if n else None
+        )
+        assert reduced.visual_tokens <= budget
+        assert all(k >= 1 for k in reduced.kept_per_part)
+        for original, kept in zip(parts, reduced.parts, strict=True):
+            assert kept.n_kept <= original.n_tokens
+            if kept.kept_indices is not None:
+                indices = kept.kept_indices.tolist()
+                assert indices == sorted(set(indices))  # spatial order, no repeats
+                assert torch.equal(kept.features, original.features[kept.kept_indices])
+        if policy == "attention" and budget - n < total - n:
+            # Within budget slack, the attention policy uses the whole feature budget.
+            assert reduced.tokens_after == budget - n
 
 
 @pytest.mark.gpu
