@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,7 +69,8 @@ class WorkerSettings(BaseModel):
     """Check-job workers."""
 
     in_process: bool = Field(
-        default=True, description="Run one worker thread inside `radcheck serve` (embedded default)."
+        default=True,
+        description="Run one worker thread inside `radcheck serve` (embedded default).",
     )
     poll_interval_s: Annotated[float, Field(gt=0)] = 0.5
     lease_s: Annotated[float, Field(gt=0)] = Field(
@@ -77,7 +78,8 @@ class WorkerSettings(BaseModel):
     )
     max_attempts: Annotated[int, Field(ge=1)] = 3
     alive_after_s: Annotated[float, Field(gt=0)] = Field(
-        default=30.0, description="Readiness: a worker seen within this many seconds counts as alive."
+        default=30.0,
+        description="Readiness: a worker seen within this many seconds counts as alive.",
     )
 
 
@@ -98,13 +100,26 @@ class ModelSettings(BaseModel):
 
     backend: ModelBackend = ModelBackend.NONE
     model_dir: Path | None = Field(
-        default=None, description="Local checkpoint folder (transformers backend). Never downloaded."
+        default=None,
+        description="Local checkpoint folder (transformers backend). Never downloaded.",
     )
-    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
-    quantization: str = Field(default="none", description="none or nf4 (needs bitsandbytes)")
+    device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto, cpu, cuda or cuda:N"
+    )
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto", description="auto: float16 on CUDA, float32 on CPU (bf16 needs sm80+)"
+    )
+    quantization: Literal["none", "nf4"] = Field(
+        default="none", description="none or nf4 (needs bitsandbytes)"
+    )
     slicing: bool = Field(
         default=False, description="High-resolution slicing (only for checkpoints trained with it)."
     )
+    max_slices: Annotated[int, Field(ge=1, le=16)] = 7
+    token_budget: Annotated[int, Field(ge=64)] = Field(
+        default=1500, description="Visual tokens per study when slicing (fits a 16 GB V100)."
+    )
+    budget_policy: Literal["none", "pool", "attention"] = "pool"
     openai_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint, e.g. http://gpu-node:8000/v1"
     )
@@ -175,6 +190,4 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = [f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise SettingsError(
-            "Invalid RadCheck configuration:\n  " + "\n  ".join(problems)
-        ) from None
+        raise SettingsError("Invalid RadCheck configuration:\n  " + "\n  ".join(problems)) from None

@@ -41,7 +41,7 @@ def _pg_available() -> str | None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         engine.dispose()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 

@@ -94,9 +94,7 @@ def require_roles(*roles: Role) -> Callable[..., Principal]:
     return dependency
 
 
-Reader = Annotated[
-    Principal, Depends(require_roles(Role.RADIOLOGIST, Role.INTEGRATION))
-]
+Reader = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST, Role.INTEGRATION))]
 Integrator = Annotated[Principal, Depends(require_roles(Role.INTEGRATION))]
 Radiologist = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST))]
 Requester = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST, Role.INTEGRATION))]

@@ -75,9 +75,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorBody(type=type_, detail=detail, request_id=request_id_of(request), errors=errors)
-    return JSONResponse(
-        body.model_dump(exclude_none=True), status_code=status, headers=headers
-    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
 def status_for(exc: Exception) -> tuple[int, str]:

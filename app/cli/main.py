@@ -192,8 +192,12 @@ def apikey_create(
         with db.session() as session:
             row, plaintext = create_api_key(session, name=name, role=role)
             audit.record(
-                session, actor="cli", action="apikey.created", object_type="api_key",
-                object_id=row.id, details={"name": name, "role": role},
+                session,
+                actor="cli",
+                action="apikey.created",
+                object_type="api_key",
+                object_id=row.id,
+                details={"name": name, "role": role},
             )
     except (ServiceError, SchemaOutdatedError) as exc:
         fail(str(exc))
@@ -235,7 +239,10 @@ def apikey_revoke(name: Annotated[str, typer.Option(help="The key's name")]) -> 
         with db.session() as session:
             row = revoke_api_key(session, name)
             audit.record(
-                session, actor="cli", action="apikey.revoked", object_type="api_key",
+                session,
+                actor="cli",
+                action="apikey.revoked",
+                object_type="api_key",
                 object_id=row.id,
             )
     except ServiceError as exc:
@@ -254,7 +261,7 @@ def demo(
     """Load a sample study and report, check it, and print the flags (creates the schema if needed)."""
     settings = settings_or_exit()
     _upgrade(settings)
-    from app.services.demo import run_demo
+    from app.cli.demo import run_demo
 
     try:
         summary = run_demo(settings, dicom)

@@ -12,8 +12,15 @@ from sqlalchemy import Engine
 
 import migrations
 
-__all__ = ["SchemaOutdatedError", "alembic_config", "current_revision", "downgrade", "ensure_current",
-           "head_revision", "upgrade"]
+__all__ = [
+    "SchemaOutdatedError",
+    "alembic_config",
+    "current_revision",
+    "downgrade",
+    "ensure_current",
+    "head_revision",
+    "upgrade",
+]
 
 UPGRADE_HINT = "run `radcheck db upgrade` (it applies the Alembic migrations)"
 

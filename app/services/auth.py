@@ -47,7 +47,9 @@ def create_api_key(session: Session, *, name: str, role: str) -> tuple[ApiKey, s
     if session.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
         raise ConflictError(f"An API key named {name!r} already exists: choose another name.")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, role=parsed_role.value, prefix=plaintext[:12], key_hash=_hash(plaintext))
+    row = ApiKey(
+        name=name, role=parsed_role.value, prefix=plaintext[:12], key_hash=_hash(plaintext)
+    )
     session.add(row)
     session.flush()
     return row, plaintext

@@ -8,29 +8,32 @@ import dicom_io
 from app.services.pipeline import CheckPipeline
 from app.settings import ModelBackend, Settings
 from medvlm.checking import Checker
-from medvlm.runtime import RuntimeConfig, build_runtime
+from medvlm.runtime import Backend, DType, Quantization, RuntimeConfig, build_runtime
+from medvlm.runtime.base import VisionLanguageRuntime
 
 __all__ = ["build_pipeline", "build_runtime_from_settings", "build_text_checker"]
 
 logger = logging.getLogger(__name__)
 
 
-def build_runtime_from_settings(settings: Settings) -> object | None:
+def build_runtime_from_settings(settings: Settings) -> VisionLanguageRuntime | None:
     model = settings.model
     if model.backend == ModelBackend.NONE:
         return None
     config = RuntimeConfig(
-        backend=model.backend.value,
+        backend=Backend(model.backend.value),
         model_dir=model.model_dir,
         device=model.device,
-        quantization=model.quantization,
+        dtype=DType(model.dtype),
+        quantization=Quantization(model.quantization),
         slicing=model.slicing,
+        max_slices=model.max_slices,
+        token_budget=model.token_budget,
+        budget_policy=model.budget_policy,
         openai_base_url=model.openai_base_url,
-        openai_api_key=(
-            model.openai_api_key.get_secret_value() if model.openai_api_key else None
-        ),
+        openai_api_key=(model.openai_api_key.get_secret_value() if model.openai_api_key else None),
         openai_model=model.openai_model,
-        timeout_s=model.timeout_s,
+        openai_timeout_s=model.timeout_s,
     )
     return build_runtime(config)
 
@@ -47,4 +50,4 @@ def build_pipeline(settings: Settings) -> CheckPipeline:
         if settings.ingest.selection_rules
         else None
     )
-    return CheckPipeline(checker=Checker(runtime=runtime), runtime=runtime, selection_rules=rules)  # type: ignore[arg-type]
+    return CheckPipeline(checker=Checker(runtime=runtime), runtime=runtime, selection_rules=rules)

@@ -34,9 +34,7 @@ class IngestOutcome:
 
 
 def _get_or_create_study(session: Session, inst: dicom_io.DicomInstance) -> Study:
-    study = session.scalar(
-        select(Study).where(Study.study_instance_uid == inst.study_instance_uid)
-    )
+    study = session.scalar(select(Study).where(Study.study_instance_uid == inst.study_instance_uid))
     if study is None:
         study = Study(
             study_instance_uid=inst.study_instance_uid,
@@ -144,9 +142,7 @@ def mark_complete_studies(session: Session, *, quiet_period: timedelta, now: dat
     """Studies with no new instance for the quiet period become complete; returns how many."""
     cutoff = now - quiet_period
     studies = session.scalars(
-        select(Study).where(
-            Study.status == StudyStatus.RECEIVING, Study.last_instance_at <= cutoff
-        )
+        select(Study).where(Study.status == StudyStatus.RECEIVING, Study.last_instance_at <= cutoff)
     ).all()
     for study in studies:
         if dicom_io.study_ready(study.last_instance_at, now, quiet_period):

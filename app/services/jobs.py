@@ -237,9 +237,7 @@ def _owned_running_job(session: Session, job_id: int, worker_id: str) -> CheckJo
     return job
 
 
-def complete_job(
-    session: Session, *, job_id: int, worker_id: str, result: PipelineResult
-) -> bool:
+def complete_job(session: Session, *, job_id: int, worker_id: str, result: PipelineResult) -> bool:
     """Store the result if this worker still holds the lease; returns False if it lost it."""
     job = _owned_running_job(session, job_id, worker_id)
     if job is None:

@@ -87,7 +87,7 @@ class CheckPipeline:
                 dicom_io.SelectionCandidate(
                     sop_instance_uid=c.sop_instance_uid,
                     series_instance_uid=c.series_instance_uid,
-                    kind=c.kind,
+                    kind=dicom_io.InstanceKind(c.kind),
                     attributes=c.attributes,
                     eligibility=dicom_io.Eligibility(eligible=c.eligible, reasons=c.reasons),
                 )
@@ -96,9 +96,7 @@ class CheckPipeline:
             self.selection_rules,
         )
         timings["select"] = (time.perf_counter() - t0) * 1000
-        chosen = next(
-            (c for c in inputs.candidates if c.sop_instance_uid == decision.chosen), None
-        )
+        chosen = next((c for c in inputs.candidates if c.sop_instance_uid == decision.chosen), None)
         header = header_facts_for_checker(chosen.header) if chosen is not None else None
         image = None
         render_info: dict[str, Any] = {}

@@ -45,9 +45,7 @@ def submit_report(
             f"No study with StudyInstanceUID {study_uid!r}: upload its images first "
             "(POST /api/v1/instances), then submit the report."
         )
-    has_sections = any(
-        (v or "").strip() for v in (submission.findings, submission.impression)
-    )
+    has_sections = any((v or "").strip() for v in (submission.findings, submission.impression))
     if submission.text is not None and has_sections:
         raise InvalidInputError(
             "Give either 'text' (the raw report) or the sections 'findings'/'impression', not both."

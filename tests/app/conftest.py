@@ -26,7 +26,7 @@ def make_settings(data_dir: Path, database_url: str | None = None, **worker: obj
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings on a migrated database: the embedded SQLite default and a real PostgreSQL."""
     url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None

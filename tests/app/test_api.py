@@ -28,7 +28,9 @@ def upload(client: TestClient, key: str, *paths: Path, name: str = "x.dcm") -> A
     return client.post(f"{API}/instances", files=files, headers=auth(key))
 
 
-def wait_for_check(client: TestClient, key: str, job_id: int, timeout: float = 30) -> dict[str, Any]:
+def wait_for_check(
+    client: TestClient, key: str, job_id: int, timeout: float = 30
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body: dict[str, Any] = client.get(f"{API}/checks/{job_id}", headers=auth(key)).json()
@@ -117,7 +119,9 @@ def test_corrected_report_is_a_new_version(
     study_uid = upload(client, integ, rg1_path).json()["accepted"][0]["study_instance_uid"]
     url = f"{API}/studies/{study_uid}/reports"
     assert client.post(url, json=REPORT, headers=auth(integ)).json()["version"] == 1
-    raw = {"text": "FINDINGS: The lungs are clear. No pleural effusion.\n\nIMPRESSION: Normal chest."}
+    raw = {
+        "text": "FINDINGS: The lungs are clear. No pleural effusion.\n\nIMPRESSION: Normal chest."
+    }
     second = client.post(url, json=raw, headers=auth(integ)).json()
     assert second["version"] == 2
     assert second["findings"].startswith("The lungs are clear")
@@ -171,7 +175,9 @@ def test_report_and_check_errors(client: TestClient, keys: dict[str, str], rg1_p
         client.post(f"{API}/studies/{study_uid}/checks", headers=auth(integ)), 404, "not_found"
     )
     assert "submit one" in body["detail"]
-    assert_error_shape(client.post(f"{API}/checks/999/retry", headers=auth(integ)), 404, "not_found")
+    assert_error_shape(
+        client.post(f"{API}/checks/999/retry", headers=auth(integ)), 404, "not_found"
+    )
     assert_error_shape(
         client.get(f"{API}/studies?limit=0", headers=auth(integ)), 422, "invalid_input"
     )

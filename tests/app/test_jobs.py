@@ -95,7 +95,9 @@ def test_dead_worker_job_is_reclaimed_and_finished_once(
     pipeline = build_pipeline(settings)
     short = timedelta(milliseconds=200)
     with db.session() as session:
-        assert jobs.claim_next(session, worker_id="dead", lease=short, quiet_period=NO_QUIET) == job_id
+        assert (
+            jobs.claim_next(session, worker_id="dead", lease=short, quiet_period=NO_QUIET) == job_id
+        )
     with db.session() as session:  # lease still valid: nobody else may take it
         assert jobs.claim_next(session, worker_id="b", lease=LEASE, quiet_period=NO_QUIET) is None
     time.sleep(0.3)
@@ -134,7 +136,9 @@ def test_rerun_replaces_flags_instead_of_duplicating(
                 .values(status=JobStatus.QUEUED)
             )
         with db.session() as session:
-            assert jobs.claim_next(session, worker_id=f"w{attempt}", lease=LEASE, quiet_period=NO_QUIET)
+            assert jobs.claim_next(
+                session, worker_id=f"w{attempt}", lease=LEASE, quiet_period=NO_QUIET
+            )
         with db.session() as session:
             inputs = jobs.load_inputs(session, job_id=job_id, files_dir=settings.files_dir)
         result = pipeline.run(inputs)
@@ -165,8 +169,12 @@ def test_exhausted_job_fails_with_error_and_can_be_retried(
     with db.session() as session, pytest.raises(ConflictError, match="only a failed job"):
         jobs.retry_check(session, job_id=job_id, actor="t")
     worker = Worker(
-        db, lambda: build_pipeline(settings), files_dir=settings.files_dir, lease_s=5,
-        poll_interval_s=0.05, quiet_period_s=0,
+        db,
+        lambda: build_pipeline(settings),
+        files_dir=settings.files_dir,
+        lease_s=5,
+        poll_interval_s=0.05,
+        quiet_period_s=0,
     )
     assert worker.run_once()
     with db.session() as session:
@@ -187,8 +195,12 @@ def test_failed_pipeline_keeps_its_error(db: Database, settings: Settings, rg1_p
     down.model.openai_base_url = f"http://127.0.0.1:{port}/v1"
     down.model.timeout_s = 2
     worker = Worker(
-        db, lambda: build_pipeline(down), files_dir=settings.files_dir, lease_s=5,
-        poll_interval_s=0.05, quiet_period_s=0,
+        db,
+        lambda: build_pipeline(down),
+        files_dir=settings.files_dir,
+        lease_s=5,
+        poll_interval_s=0.05,
+        quiet_period_s=0,
     )
     assert worker.run_once()
     with db.session() as session:

@@ -63,8 +63,12 @@ def get_check(job_id: int, session: SessionDep, principal: Requester) -> CheckOu
     if job is None:
         raise NotFoundError(f"No check job {job_id}.")
     audit.record(
-        session, actor=principal.actor, action="check.read", study_id=job.study_id,
-        object_type="check_job", object_id=job.id,
+        session,
+        actor=principal.actor,
+        action="check.read",
+        study_id=job.study_id,
+        object_type="check_job",
+        object_id=job.id,
     )
     return check_out(job)
 

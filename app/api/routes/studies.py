@@ -75,7 +75,9 @@ def study_detail(study: Study) -> StudyDetail:
 def studies(
     session: SessionDep,
     principal: Reader,
-    status: Annotated[StudyStatus | None, Query(description="receiving, complete or checked")] = None,
+    status: Annotated[
+        StudyStatus | None, Query(description="receiving, complete or checked")
+    ] = None,
     has_flags: Annotated[
         bool | None, Query(description="Only studies whose latest check has (or has no) flags")
     ] = None,

@@ -1,0 +1,254 @@
+"""Bounded loopback load on the read endpoints: 50 concurrent clients for 60 s, SQLite and PostgreSQL.
+
+Starts `radcheck serve` on 127.0.0.1 with a temporary data directory, seeds studies (real DICOM from
+pydicom-data, a report, a finished check each), then hammers GET /studies, GET /studies/{uid} and
+GET /checks/{id}. Writes p50/p95/p99 latency, throughput and error counts as JSON.
+
+    python bench/api_load.py --backend sqlite --backend postgresql --out bench/results/api_load.json
+
+Target (DESIGN.md): p99 <= 100 ms at 50 concurrent clients, zero 5xx. Only 127.0.0.1 is targeted and
+every loop is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REPORT = {
+    "findings": "The heart size is normal. There is a small right pleural effusion. No pneumothorax.",
+    "impression": "Small left pleural effusion.",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_instances(n: int) -> list[bytes]:
+    src = pydicom.dcmread(get_testdata_file("RG1_UNCR.dcm", download=False))
+    out = []
+    for i in range(n):
+        ds = src.copy()
+        ds.StudyInstanceUID = f"2.25.{uuid.uuid4().int}"
+        ds.SeriesInstanceUID = f"2.25.{uuid.uuid4().int}"
+        ds.SOPInstanceUID = f"2.25.{uuid.uuid4().int}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.StudyDate = f"2024{(i % 12) + 1:02d}15"
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        out.append(buf.getvalue())
+    return out
+
+
+def create_pg_database() -> tuple[str, str]:
+    import sqlalchemy as sa
+
+    name = f"radcheck_bench_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return name, sa.engine.make_url(PG_ADMIN).set(database=name).render_as_string(False)
+
+
+def drop_pg_database(name: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def run_cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return done.stdout.strip()
+
+
+async def seed(base: str, key: str, studies: int) -> tuple[list[str], list[int]]:
+    headers = {"X-API-Key": key}
+    uids: list[str] = []
+    jobs: list[int] = []
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
+        for data in make_instances(studies):
+            r = await client.post("/api/v1/instances", files=[("files", ("x.dcm", data))])
+            r.raise_for_status()
+            uid = r.json()["accepted"][0]["study_instance_uid"]
+            (await client.post(f"/api/v1/studies/{uid}/reports", json=REPORT)).raise_for_status()
+            job = await client.post(f"/api/v1/studies/{uid}/checks")
+            job.raise_for_status()
+            uids.append(uid)
+            jobs.append(job.json()["id"])
+        deadline = time.monotonic() + 120
+        for job_id in jobs:
+            while time.monotonic() < deadline:
+                status = (await client.get(f"/api/v1/checks/{job_id}")).json()["status"]
+                if status in {"succeeded", "failed"}:
+                    break
+                await asyncio.sleep(0.2)
+    return uids, jobs
+
+
+async def load(
+    base: str, key: str, uids: list[str], jobs: list[int], clients: int, seconds: float
+) -> dict[str, Any]:
+    latencies: dict[str, list[float]] = {"list": [], "study": [], "check": []}
+    statuses: dict[int, int] = {}
+    errors = 0
+    stop_at = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def one_client(seed_: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed_)
+        async with httpx.AsyncClient(
+            base_url=base, headers={"X-API-Key": key}, timeout=30, limits=limits
+        ) as client:
+            while time.monotonic() < stop_at:
+                kind = rng.choice(("list", "study", "check"))
+                if kind == "list":
+                    url = f"/api/v1/studies?limit=20&offset={rng.randrange(0, len(uids))}"
+                elif kind == "study":
+                    url = f"/api/v1/studies/{rng.choice(uids)}"
+                else:
+                    url = f"/api/v1/checks/{rng.choice(jobs)}"
+                t0 = time.perf_counter()
+                try:
+                    r = await client.get(url)
+                except httpx.HTTPError:
+                    errors += 1
+                    continue
+                latencies[kind].append((time.perf_counter() - t0) * 1000)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one_client(i) for i in range(clients)))
+    elapsed = time.monotonic() - t0
+    every = np.array([x for v in latencies.values() for x in v])
+
+    def summary(values: list[float] | np.ndarray) -> dict[str, float]:
+        arr = np.asarray(values)
+        if arr.size == 0:
+            return {}
+        return {
+            "n": int(arr.size),
+            "p50_ms": round(float(np.percentile(arr, 50)), 2),
+            "p95_ms": round(float(np.percentile(arr, 95)), 2),
+            "p99_ms": round(float(np.percentile(arr, 99)), 2),
+            "max_ms": round(float(arr.max()), 2),
+        }
+
+    return {
+        "requests": int(every.size),
+        "requests_per_s": round(every.size / elapsed, 1),
+        "overall": summary(every),
+        "by_endpoint": {k: summary(v) for k, v in latencies.items()},
+        "status_counts": {str(k): v for k, v in sorted(statuses.items())},
+        "server_errors_5xx": sum(v for k, v in statuses.items() if k >= 500),
+        "transport_errors": errors,
+    }
+
+
+def bench_backend(backend: str, clients: int, seconds: float, studies: int) -> dict[str, Any]:
+    tmp = tempfile.mkdtemp(prefix="radcheck-bench-")
+    env = {
+        **os.environ,
+        "RADCHECK_STORAGE__DATA_DIR": tmp,
+        "RADCHECK_LOG_LEVEL": "WARNING",
+        "RADCHECK_INGEST__QUIET_PERIOD_S": "0",
+    }
+    pg_name = None
+    if backend == "postgresql":
+        pg_name, url = create_pg_database()
+        env["RADCHECK_DATABASE__URL"] = url
+    try:
+        run_cli(env, "db", "upgrade")
+        key = run_cli(env, "apikey", "create", "--role", "integration", "--name", "bench")
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            uids, jobs = asyncio.run(seed(base, key, studies))
+            result = asyncio.run(load(base, key, uids, jobs, clients, seconds))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    finally:
+        if pg_name:
+            drop_pg_database(pg_name)
+    return {
+        "backend": backend,
+        "clients": clients,
+        "seconds": seconds,
+        "studies": studies,
+        **result,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", action="append", choices=["sqlite", "postgresql"])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--studies", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/api_load.json"))
+    args = parser.parse_args()
+    results = [
+        bench_backend(b, args.clients, args.seconds, args.studies)
+        for b in (args.backend or ["sqlite", "postgresql"])
+    ]
+    report = {
+        "benchmark": "api_load",
+        "target": {"p99_ms": 100, "server_errors_5xx": 0},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "note": "load generator runs on the same machine as the server",
+        },
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
