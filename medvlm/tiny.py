@@ -57,11 +57,12 @@ def _training_corpus() -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer() -> Any:
+def build_tiny_tokenizer(*, with_image_token: bool = True) -> Any:
     """A Llama-style fast tokenizer (BOS added, SentencePiece-like word marker) with ``<image>``.
 
     BPE trained here on the built-in text; ``<unk>``, ``<s>``, ``</s>`` are ids 0, 1, 2 as in Llama;
-    ``<image>`` is appended last. The word marker is prepended to the first piece of the input only,
+    ``<image>`` is appended last (``with_image_token=False`` leaves it out, as in a Vicuna base
+    tokenizer). The word marker is prepended to the first piece of the input only,
     so tokenising the text after the image on its own adds one token, as Vicuna's tokenizer does.
     Returns a ``transformers.PreTrainedTokenizerFast``.
     """
@@ -84,7 +85,8 @@ def build_tiny_tokenizer() -> Any:
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )
-    tok.add_special_tokens([AddedToken(IMAGE_PLACEHOLDER, special=True, normalized=False)])
+    if with_image_token:
+        tok.add_special_tokens([AddedToken(IMAGE_PLACEHOLDER, special=True, normalized=False)])
     fast: Any = PreTrainedTokenizerFast
     return fast(
         tokenizer_object=tok,
@@ -111,8 +113,8 @@ def init_tiny_checkpoint(out_dir: Path | str, seed: int = 0) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer()
-    image_id = int(tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER))  # type: ignore[attr-defined]
-    vocab = len(tokenizer)  # type: ignore[arg-type]
+    image_id = int(tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER))
+    vocab = len(tokenizer)
     text_config = LlamaConfig(
         vocab_size=vocab,
         hidden_size=32,
@@ -152,7 +154,7 @@ def init_tiny_checkpoint(out_dir: Path | str, seed: int = 0) -> Path:
         bos_token_id=1, eos_token_id=2, pad_token_id=0, image_token_id=image_id
     )
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)  # type: ignore[attr-defined]
+    tokenizer.save_pretrained(out)
     (out / "radcheck_model.json").write_text(
         json.dumps({"model_id": TINY_MODEL_ID, "seed": seed, "tiny": True}, indent=2) + "\n"
     )
