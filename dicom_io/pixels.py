@@ -151,7 +151,7 @@ class Window:
     name: ClassVar[str] = "Window"
 
     def __call__(self, arr: NDArray[Any]) -> tuple[NDArray[Any], dict[str, JSONValue]]:
-        out = np.array(arr, dtype=np.float32, copy=True)
+        out = arr.astype(np.float32)  # always a new array: the input is left untouched
         c, w = self.center, self.width
         if self.function == "SIGMOID":
             out = (1.0 / (1.0 + np.exp(-4.0 * (out - c) / w))).astype(np.float32)
@@ -160,9 +160,8 @@ class Window:
                 offset, scale = c, 1.0 / w
             else:
                 offset, scale = c - 0.5, 1.0 / max(w - 1.0, 1e-6)
-            out -= np.float32(offset)
             out *= np.float32(scale)
-            out += np.float32(0.5)
+            out += np.float32(0.5 - offset * scale)
             np.clip(out, 0.0, 1.0, out=out)
         record: dict[str, JSONValue] = {"transform": self.name, "source": self.source}
         record.update({"center": c, "width": w, "function": self.function})
@@ -186,11 +185,12 @@ class PercentileWindow:
         if hi <= lo and finite.size:
             lo, hi = float(finite.min()), float(finite.max())
         width = hi - lo
-        out = np.array(arr, dtype=np.float32, copy=True)
-        np.nan_to_num(out, copy=False)
+        out = arr.astype(np.float32)
+        if arr.dtype.kind == "f":
+            np.nan_to_num(out, copy=False)
         if width > 0:
-            out -= np.float32(lo)
             out *= np.float32(1.0 / width)
+            out -= np.float32(lo / width)
             np.clip(out, 0.0, 1.0, out=out)
         else:
             out[...] = 0.0
@@ -231,7 +231,7 @@ class InvertMonochrome1:
     name: ClassVar[str] = "InvertMonochrome1"
 
     def __call__(self, arr: NDArray[Any]) -> tuple[NDArray[Any], dict[str, JSONValue]]:
-        return (np.float32(1.0) - arr).astype(np.float32, copy=False), {"transform": self.name}
+        return np.subtract(np.float32(1.0), arr, dtype=np.float32), {"transform": self.name}
 
 
 def _file_window(ds: Dataset) -> tuple[Window | None, str | None]:
