@@ -2,6 +2,213 @@
 
 from __future__ import annotations
 
-import typer
+import json
+import logging
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
 
-model_cli = typer.Typer(help="Convert, create, run and serve model checkpoints.", no_args_is_help=True)
+import numpy as np
+import typer
+from numpy.typing import NDArray
+
+model_cli = typer.Typer(
+    help="Convert, create, run and serve model checkpoints.", no_args_is_help=True
+)
+
+AI_LABEL = "UNVERIFIED AI OUTPUT (research model, not for clinical use without review)"
+_LOG = logging.getLogger(__name__)
+
+
+class OnOff(StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+ModelDir = Annotated[
+    Path, typer.Option("--model", help="Local checkpoint folder (never downloaded).")
+]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DTypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float16, bfloat16 or float32.")]
+Slices = Annotated[OnOff, typer.Option("--slices", help="LLaVA-UHD slicing under the budget.")]
+Policy = Annotated[str, typer.Option("--policy", help="Budget policy: none, pool or attention.")]
+Budget = Annotated[int, typer.Option("--budget", help="Visual tokens per study when slicing.")]
+
+
+def _load_image(path: Path) -> NDArray[np.uint8]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise typer.BadParameter(
+            f"cannot read image {str(path)!r}: {exc}", param_hint="--image"
+        ) from exc
+
+
+def _build_runtime(
+    model: Path, device: str, dtype: str, slices: OnOff, policy: str, budget: int
+) -> Any:
+    """The transformers runtime for ``model`` (config errors become ``RuntimeConfigError``)."""
+    from medvlm.runtime import Backend, RuntimeConfig, build_runtime
+
+    config = RuntimeConfig(
+        backend=Backend.TRANSFORMERS,
+        model_dir=model,
+        device=device,
+        dtype=dtype,  # type: ignore[arg-type]
+        slicing=slices is OnOff.ON,
+        budget_policy=policy,  # type: ignore[arg-type]
+        token_budget=budget,
+    )
+    return build_runtime(config)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=2)
+
+
+@model_cli.command("init-tiny")
+def init_tiny(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the tiny checkpoint to.")],
+    seed: Annotated[int, typer.Option(help="Random seed of the weights.")] = 0,
+) -> None:
+    """Write a tiny random LLaVA-Rad-shaped checkpoint (for tests and demos; output is noise)."""
+    from medvlm.tiny import init_tiny_checkpoint
+
+    path = init_tiny_checkpoint(out_dir, seed=seed)
+    typer.echo(f"tiny checkpoint written to {path}")
+
+
+@model_cli.command("run")
+def run(
+    model: ModelDir,
+    image: Annotated[Path, typer.Option("--image", help="PNG/JPEG display image of the film.")],
+    reason: Annotated[str | None, typer.Option(help="Reason for exam (indication).")] = None,
+    slices: Slices = OnOff.OFF,
+    policy: Policy = "pool",
+    budget: Budget = 1500,
+    device: Device = "auto",
+    dtype: DTypeOpt = "auto",
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens at most.")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    timings: Annotated[bool, typer.Option(help="Stage timings on stderr.")] = True,
+) -> None:
+    """Write the FINDINGS for one frontal chest film (LLaVA-Rad prompt; greedy, deterministic).
+
+    Standard output is deterministic (text, token counts, slicing plan); stage timings go to
+    standard error.
+    """
+    from medvlm.errors import MedVLMError
+    from medvlm.prompts.conversation import findings_instruction
+
+    pixels = _load_image(image)
+    start = time.perf_counter()
+    try:
+        runtime = _build_runtime(model, device, dtype, slices, policy, budget)
+        load_ms = round((time.perf_counter() - start) * 1000.0, 3)
+        result = runtime.generate(
+            pixels, findings_instruction(reason), max_new_tokens=max_new_tokens
+        )
+    except MedVLMError as exc:
+        raise _fail(exc) from exc
+    image_info = result.details.get("image")
+    plan = image_info.get("plan") if isinstance(image_info, dict) else None
+    budget_info = result.details.get("budget")
+    provenance = runtime.provenance()
+    stage_ms = {"load_ms": load_ms, **result.timings_ms}
+    if as_json:
+        payload = {
+            "label": AI_LABEL,
+            "text": result.text,
+            "prompt_tokens": result.prompt_tokens,
+            "visual_tokens": result.visual_tokens,
+            "output_tokens": result.output_tokens,
+            "slicing_plan": plan,
+            "budget": budget_info,
+            "provenance": provenance,
+        }
+        typer.echo(json.dumps(payload, indent=2, sort_keys=True))
+    else:
+        typer.echo(f"[{AI_LABEL}]")
+        typer.echo(result.text)
+        typer.echo("")
+        typer.echo(
+            f"tokens: prompt {result.prompt_tokens} (visual {result.visual_tokens}), "
+            f"output {result.output_tokens}"
+        )
+        typer.echo(f"slicing: {_describe_plan(plan, budget_info)}")
+        typer.echo(
+            f"model: {provenance['model_id']} weights sha256 {provenance['weights_sha256'][:16]}"
+            f" template {provenance['prompt_template_id']}@"
+            f"{provenance['prompt_template_version']}"
+        )
+    if timings:
+        typer.echo(
+            "timings (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in stage_ms.items()), err=True
+        )
+
+
+def _describe_plan(plan: object, budget_info: object) -> str:
+    if not isinstance(plan, dict):
+        return "off (one 518 px image: shortest side resized, centre crop)"
+    if not plan.get("sliced"):
+        return f"on, not sliced: overview {plan.get('overview_size')}"
+    text = (
+        f"on, grid {plan.get('grid')} (cols, rows), slice {plan.get('slice_size')}, "
+        f"overview {plan.get('overview_size')}"
+    )
+    if isinstance(budget_info, dict):
+        text += (
+            f"; budget {budget_info.get('budget')} policy {budget_info.get('policy')}: "
+            f"{budget_info.get('tokens_before')} -> {budget_info.get('visual_tokens')} tokens"
+        )
+    return text
+
+
+@model_cli.command("convert-llava-rad")
+def convert_llava_rad_cmd(
+    vicuna: Annotated[Path, typer.Option("--vicuna", help="Local lmsys/vicuna-7b-v1.5 folder.")],
+    llava_rad: Annotated[
+        Path, typer.Option("--llava-rad", help="Local microsoft/llava-rad folder.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output checkpoint folder.")],
+) -> None:
+    """Convert the published LLaVA-Rad checkpoint (LoRA over Vicuna) into our checkpoint."""
+    from medvlm.convert import convert_llava_rad
+    from medvlm.errors import MedVLMError
+
+    try:
+        receipt = convert_llava_rad(vicuna, llava_rad, out)
+    except MedVLMError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"converted checkpoint written to {out} (receipt: {receipt})")
+
+
+@model_cli.command("serve")
+def serve(
+    model: ModelDir,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8001,
+    slices: Slices = OnOff.OFF,
+    policy: Policy = "pool",
+    budget: Budget = 1500,
+    device: Device = "auto",
+    dtype: DTypeOpt = "auto",
+) -> None:
+    """Serve the model as an OpenAI-compatible endpoint (POST /v1/chat/completions)."""
+    import uvicorn
+
+    from app.model_server import create_model_server
+    from medvlm.errors import MedVLMError
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    try:
+        runtime = _build_runtime(model, device, dtype, slices, policy, budget)
+    except MedVLMError as exc:
+        raise _fail(exc) from exc
+    uvicorn.run(create_model_server(runtime), host=host, port=port, log_level="info")

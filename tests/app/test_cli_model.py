@@ -1,0 +1,64 @@
+"""``radcheck model init-tiny`` + ``run``: fresh checkpoint, deterministic output, JSON, slicing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from app.cli.model import AI_LABEL, model_cli
+from tests.medvlm.test_runtime_helpers import offline_guard
+
+__all__ = ["offline_guard"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, offline_guard: None) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    image = root / "film.png"
+    rng = np.random.default_rng(11)
+    Image.fromarray(rng.integers(0, 256, size=(900, 700), dtype=np.uint8)).save(image)
+    model = root / "tiny"
+    result = CliRunner().invoke(model_cli, ["init-tiny", str(model)])
+    assert result.exit_code == 0, result.output
+    assert (model / "model.safetensors").is_file()
+    return {"image": image, "model": model}
+
+
+def _run(files: dict[str, Path], *extra: str) -> str:
+    args = ["run", "--model", str(files["model"]), "--image", str(files["image"])]
+    result = CliRunner().invoke(
+        model_cli, [*args, "--max-new-tokens", "6", "--device", "cpu", *extra]
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_run_twice_gives_identical_labelled_output(files: dict[str, Path]) -> None:
+    first = _run(files, "--reason", "cough  and\nfever")
+    assert first == _run(files, "--reason", "cough  and\nfever")
+    assert first.startswith(f"[{AI_LABEL}]")
+    assert "tokens: prompt" in first and "(visual 1369), output 6" in first
+    assert "slicing: off" in first
+
+
+def test_run_json_with_slices(files: dict[str, Path]) -> None:
+    payload = json.loads(_run(files, "--json", "--slices", "on", "--no-timings"))
+    assert payload["label"] == AI_LABEL
+    assert payload["output_tokens"] == 6
+    assert payload["slicing_plan"]["sliced"] is True
+    assert payload["visual_tokens"] == payload["budget"]["visual_tokens"] <= 1500
+    assert payload["provenance"]["prompt_template_id"] == "vicuna_v1"
+
+
+def test_run_reports_a_bad_checkpoint_clearly(files: dict[str, Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        model_cli,
+        ["run", "--model", str(tmp_path), "--image", str(files["image"]), "--device", "cpu"],
+    )
+    assert result.exit_code == 2
+    assert "config.json" in result.stderr and "is missing" in result.stderr

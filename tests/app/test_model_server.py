@@ -1,0 +1,133 @@
+"""The OpenAI-compatible model server on loopback, driven by the ``openai`` backend."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from app.model_server import create_model_server
+from medvlm.runtime import NullRuntime, OpenAIRuntime, RemoteModelError
+from tests.medvlm.test_runtime_helpers import offline_guard, tiny_checkpoint, tiny_runtime
+
+__all__ = ["offline_guard", "tiny_checkpoint", "tiny_runtime"]
+
+INSTRUCTION = "Provide a description of the findings in the radiology image."
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Server:
+    def __init__(self, runtime: Any) -> None:
+        self.port = _free_port()
+        config = uvicorn.Config(
+            create_model_server(runtime), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("model server did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_runtime: Any) -> Iterator[str]:
+    with _Server(tiny_runtime) as url:
+        yield url
+
+
+def test_openai_backend_against_server_matches_in_process(
+    server_url: str, tiny_runtime: Any
+) -> None:
+    image = np.random.default_rng(7).integers(0, 256, size=(640, 520), dtype=np.uint8)
+    local = tiny_runtime.generate(image, INSTRUCTION, max_new_tokens=12)
+    remote_runtime = OpenAIRuntime(f"{server_url}/v1", tiny_runtime.model_id, timeout_s=60)
+    remote = remote_runtime.generate(image, INSTRUCTION, max_new_tokens=12)
+    assert remote.text == local.text and remote.text
+    assert (remote.prompt_tokens, remote.output_tokens) == (local.prompt_tokens, 12)
+    assert remote.visual_tokens == local.visual_tokens == 1369
+    prov = remote_runtime.provenance()
+    assert prov["backend"] == "openai"
+    assert prov["weights_sha256"] == tiny_runtime.provenance()["weights_sha256"]
+    assert prov["prompt_template_id"] == "vicuna_v1"
+    remote_runtime.close()
+
+
+def test_models_health_and_ai_label(server_url: str, tiny_runtime: Any) -> None:
+    with httpx.Client(base_url=server_url, timeout=30) as client:
+        assert client.get("/health").json() == {"status": "ok", "model": tiny_runtime.model_id}
+        models = client.get("/v1/models").json()
+        assert models["object"] == "list"
+        assert [m["id"] for m in models["data"]] == [tiny_runtime.model_id]
+        body = client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "Hello?"}], "max_tokens": 2},
+        ).json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["radcheck"]["unverified_ai_output"] is True
+    assert body["usage"]["completion_tokens"] == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ([{"type": "image_url", "image_url": {"url": "http://example.org/x.png"}}], "data URL"),
+        ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,!!!"}}], "base64"),
+        (
+            [
+                {
+                    "type": "image_url",
+                    "image_url": {
+                        "url": "data:image/png;base64," + base64.b64encode(b"no").decode()
+                    },
+                }
+            ],
+            "not a readable image",
+        ),
+    ],
+)
+def test_bad_images_are_400_with_openai_error_shape(
+    server_url: str, content: list[dict[str, Any]], match: str
+) -> None:
+    with httpx.Client(base_url=server_url, timeout=30) as client:
+        response = client.post(
+            "/v1/chat/completions", json={"messages": [{"role": "user", "content": content}]}
+        )
+    assert response.status_code == 400
+    assert match in response.json()["error"]["message"]
+
+
+def test_wrong_model_name_is_rejected(server_url: str) -> None:
+    remote = OpenAIRuntime(f"{server_url}/v1", "another-model", timeout_s=30)
+    with pytest.raises(RemoteModelError, match="HTTP 400: model 'another-model' is not served"):
+        remote.generate(None, "x")
+
+
+def test_model_errors_are_503_not_500() -> None:
+    with _Server(NullRuntime()) as url:
+        remote = OpenAIRuntime(f"{url}/v1", "none", timeout_s=30)
+        with pytest.raises(RemoteModelError, match="HTTP 503: no model backend is configured"):
+            remote.generate(None, "x")
