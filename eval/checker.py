@@ -10,6 +10,7 @@ from typing import Any
 
 from eval.errors import EvalError
 from eval.records import JSONDict, LabelledRow
+from medvlm.checking import RULESET_VERSION, Checker, HeaderFacts
 from medvlm.reports import ParsedReport, SectionName, parse_report
 
 Span = tuple[int, int]
@@ -46,10 +47,8 @@ def sections_of(text: str) -> tuple[str | None, str | None]:
     )
 
 
-def check_row(checker: Any, row: LabelledRow) -> JSONDict:
+def check_row(checker: Checker, row: LabelledRow) -> JSONDict:
     """Run ``checker`` on one row exactly as the API would, return ``CheckResult.to_dict()``."""
-    from medvlm.checking import HeaderFacts
-
     if row.text is not None:
         parsed = parse_report(row.text)
     else:
@@ -64,8 +63,15 @@ def check_row(checker: Any, row: LabelledRow) -> JSONDict:
     return result
 
 
-def default_checker() -> Any:
+def default_checker() -> Checker:
     """medvlm's rule checker with no model runtime."""
-    from medvlm.checking import Checker
-
     return Checker(runtime=None)
+
+
+def describe_checker(checker: Checker) -> dict[str, Any]:
+    """What determines the checker's answers: ruleset, knowledge base and configuration."""
+    return {
+        "ruleset_version": RULESET_VERSION,
+        "kb_version": checker.kb.version,
+        "config": checker.config.to_dict(),
+    }

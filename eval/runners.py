@@ -18,10 +18,11 @@ from typing import Any, Protocol
 import httpx
 from tqdm import tqdm
 
-from eval.checker import check_row, default_checker
+from eval.checker import check_row, default_checker, describe_checker
 from eval.errors import RunnerError
 from eval.predictions import Prediction
 from eval.records import JSONDict, LabelledRow, canonical_json, sha256_json
+from medvlm.checking import Checker
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +41,22 @@ class Runner(Protocol):
 
 
 class InProcessRunner:
-    """Calls medvlm's checker directly (``checker`` defaults to ``Checker(runtime=None)``)."""
+    """Calls medvlm's checker directly (``checker`` defaults to ``Checker(runtime=None)``).
 
-    def __init__(self, checker: Any | None = None, *, label: str = "rules") -> None:
+    ``label`` names the model runtime behind the checker (``"rules"`` without one); it goes into
+    the cache key with the ruleset, knowledge base and checker configuration.
+    """
+
+    def __init__(self, checker: Checker | None = None, *, label: str = "rules") -> None:
         self._checker = checker if checker is not None else default_checker()
         self._label = label
 
     def describe(self) -> JSONDict:
-        return {"runner": "in_process", "checker": self._label}
+        return {
+            "runner": "in_process",
+            "checker": self._label,
+            **describe_checker(self._checker),
+        }
 
     def check(self, row: LabelledRow) -> JSONDict:
         return check_row(self._checker, row)
