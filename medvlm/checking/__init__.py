@@ -1,0 +1,26 @@
+"""Report error checking: text and header rules, model checks, fusion into explainable flags."""
+
+from medvlm.checking.checker import RULESET_VERSION, Checker
+from medvlm.checking.types import (
+    CheckerConfig,
+    CheckerConfigError,
+    CheckerError,
+    CheckerInputError,
+    CheckResult,
+    Flag,
+    HeaderFacts,
+    ModelAnswer,
+)
+
+__all__ = [
+    "RULESET_VERSION",
+    "CheckResult",
+    "Checker",
+    "CheckerConfig",
+    "CheckerConfigError",
+    "CheckerError",
+    "CheckerInputError",
+    "Flag",
+    "HeaderFacts",
+    "ModelAnswer",
+]

@@ -1,0 +1,152 @@
+"""The :class:`Checker`: text and header rules, model checks when a runtime is given, fusion."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medvlm.checking.fusion import FUSION_VERSION, apply_severity_policy, merge_flags, verdicts
+from medvlm.checking.header_rules import HEADER_RULESET_VERSION, HeaderRules
+from medvlm.checking.model_checks import ModelCheckOutcome, ModelChecks
+from medvlm.checking.text_rules import TEXT_RULESET_VERSION, TextRules, items_of
+from medvlm.checking.types import (
+    CheckerConfig,
+    CheckerInputError,
+    CheckResult,
+    Flag,
+    HeaderFacts,
+)
+from medvlm.prompts.checking import PROMPTS
+from medvlm.prompts.knowledge import KnowledgeBase, load_knowledge_base
+from medvlm.reports import ParsedReport, ReportParser, SectionName
+from medvlm.runtime.base import VisionLanguageRuntime
+
+__all__ = ["RULESET_VERSION", "Checker"]
+
+RULESET_VERSION = (
+    f"text-{TEXT_RULESET_VERSION}+header-{HEADER_RULESET_VERSION}+fusion-{FUSION_VERSION}"
+)
+
+
+class Checker:
+    """Checks parsed reports. Build once (loads and validates the knowledge base) and reuse.
+
+    ``check`` keeps no state between calls and the rule objects are immutable, so one Checker may be
+    shared by threads; the runtime's own thread-safety applies to model checks (the transformers
+    runtime serialises generation on its device).
+    """
+
+    def __init__(
+        self,
+        runtime: VisionLanguageRuntime | None = None,
+        config: CheckerConfig | None = None,
+        *,
+        kb: KnowledgeBase | None = None,
+    ) -> None:
+        self._config = config if config is not None else CheckerConfig()
+        self._kb = kb if kb is not None else load_knowledge_base(self._config.kb_path)
+        self._parser = ReportParser(self._kb)
+        self._runtime = runtime
+        self._text = TextRules(self._kb)
+        self._header = HeaderRules(self._kb)
+        self._model = ModelChecks(self._kb, self._parser, self._config)
+        self._static_provenance: dict[str, Any] = {
+            "ruleset_version": RULESET_VERSION,
+            "kb_version": self._kb.version,
+            "kb_file": self._kb.source_file,
+            "prompts": {p.id: p.version for p in PROMPTS.values()},
+            "config": self._config.to_dict(),
+        }
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        return self._kb
+
+    @property
+    def parser(self) -> ReportParser:
+        return self._parser
+
+    @property
+    def config(self) -> CheckerConfig:
+        return self._config
+
+    def parse(self, text: str) -> ParsedReport:
+        """Parse raw report text with this checker's knowledge base."""
+        return self._parser.parse(text)
+
+    def check(
+        self,
+        report: ParsedReport,
+        header: HeaderFacts | None = None,
+        image: NDArray[np.uint8] | None = None,
+    ) -> CheckResult:
+        """Run every enabled check on one report and fuse the flags."""
+        t_start = time.perf_counter()
+        if not isinstance(report, ParsedReport):
+            raise CheckerInputError(
+                f"report must be a ParsedReport, got {type(report).__name__}; "
+                "call medvlm.reports.parse_report(text) or ParsedReport.from_sections(...)"
+            )
+        if image is not None:
+            _check_image(image)
+        if report.kb_version != self._kb.version:
+            report = self._parser.parse_sections(
+                {name: section.text for name, section in report.sections.items()}
+            )
+        timings: dict[str, float] = {}
+        flags: list[Flag] = []
+        t = time.perf_counter()
+        if self._config.text_checks:
+            flags.extend(self._text.run(report))
+        timings["text_ms"] = (time.perf_counter() - t) * 1000.0
+        t = time.perf_counter()
+        if self._config.header_checks and header is not None:
+            flags.extend(self._header.run(report, header))
+        timings["header_ms"] = (time.perf_counter() - t) * 1000.0
+        outcome = ModelCheckOutcome()
+        provenance = dict(self._static_provenance)
+        if self._runtime is not None and self._config.model_checks:
+            t = time.perf_counter()
+            outcome = self._model.run(self._runtime, report, image, items_of(report))
+            flags.extend(outcome.flags)
+            timings["model_ms"] = (time.perf_counter() - t) * 1000.0
+            provenance["runtime"] = dict(self._runtime.provenance())
+            provenance["model_id"] = self._runtime.model_id
+        fused = merge_flags(apply_severity_policy(f, self._kb) for f in flags)
+        simple, complex_class, reason = verdicts(
+            fused,
+            self._config.verdict_threshold,
+            outcome.simple,
+            outcome.complex,
+            self._config.use_model_verdict,
+        )
+        provenance["verdict_reason"] = reason
+        provenance["sections"] = [name.value for name in report.sections]
+        if SectionName.FINDINGS not in report.sections:
+            provenance["note"] = (
+                "no FINDINGS section: model error-check prompts used the impression"
+            )
+        timings["total_ms"] = (time.perf_counter() - t_start) * 1000.0
+        return CheckResult(
+            flags=tuple(fused),
+            verdict_simple=simple,
+            verdict_complex=complex_class,
+            unparseable_answers=outcome.unparseable,
+            model_answers=tuple(outcome.answers),
+            provenance=provenance,
+            timings_ms=timings,
+        )
+
+
+def _check_image(image: object) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 2:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", None)
+        raise CheckerInputError(
+            f"image must be a 2-D uint8 array (the display image), got shape {shape} dtype {dtype}"
+        )
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise CheckerInputError(f"image has an empty shape {image.shape}")

@@ -1,0 +1,428 @@
+"""Model checks through any :class:`VisionLanguageRuntime`: error-check prompts, generate-and-compare,
+knowledge-decomposed verification and localisation. Answers are parsed strictly; an answer that does
+not parse is recorded (``ModelAnswer.parsed is None``) and never turned into a flag or a verdict."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medvlm.checking.evidence import Item, make_flag
+from medvlm.checking.types import CheckerConfig, Flag, ModelAnswer
+from medvlm.errors import MedVLMError
+from medvlm.prompts.checking import (
+    COMPLEX_CHOICES,
+    COMPLEX_ERROR_CHECK,
+    LOCALISE_FINDING,
+    SIMPLE_CHOICES,
+    SIMPLE_ERROR_CHECK,
+    VERIFY_FINDING,
+    Box,
+    PromptTemplate,
+    parse_box_answer,
+    parse_choice_answer,
+    parse_yes_no_answer,
+    render_complex,
+    render_generate,
+    render_localise,
+    render_simple,
+    render_verify,
+)
+from medvlm.prompts.knowledge import Category, KnowledgeBase
+from medvlm.reports import ParsedReport, Presence, ReportParser, SectionName, Side
+from medvlm.runtime.base import VisionLanguageRuntime
+from medvlm.taxonomy import ErrorSubtype, FlagSource
+
+__all__ = ["ModelCheckOutcome", "ModelChecks"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelCheckOutcome:
+    """What the model checks produced for one report (mutable accumulator, one per check call)."""
+
+    flags: list[Flag] = field(default_factory=list)
+    answers: list[ModelAnswer] = field(default_factory=list)
+    simple: str | None = None
+    complex: str | None = None
+
+    @property
+    def unparseable(self) -> int:
+        return sum(1 for a in self.answers if a.error is None and a.parsed is None)
+
+
+def _yes_no(text: str) -> str | None:
+    value = parse_yes_no_answer(text)
+    return None if value is None else ("yes" if value else "no")
+
+
+class ModelChecks:
+    """Runs the model checks of one report; holds only immutable configuration."""
+
+    def __init__(self, kb: KnowledgeBase, parser: ReportParser, config: CheckerConfig) -> None:
+        self._kb = kb
+        self._parser = parser
+        self._config = config
+
+    def run(
+        self,
+        runtime: VisionLanguageRuntime,
+        report: ParsedReport,
+        image: NDArray[np.uint8] | None,
+        items: list[Item],
+    ) -> ModelCheckOutcome:
+        out = ModelCheckOutcome()
+        cfg = self._config
+        findings = report.text_of(SectionName.FINDINGS) or report.text_of(SectionName.IMPRESSION)
+        if findings and cfg.simple_prompt:
+            answer = self._ask(
+                runtime,
+                image,
+                SIMPLE_ERROR_CHECK,
+                render_simple(findings),
+                None,
+                lambda t: parse_choice_answer(t, SIMPLE_CHOICES),
+                8,
+            )
+            out.answers.append(answer)
+            out.simple = answer.parsed
+        if findings and cfg.complex_prompt:
+            answer = self._ask(
+                runtime,
+                image,
+                COMPLEX_ERROR_CHECK,
+                render_complex(findings),
+                None,
+                lambda t: parse_choice_answer(t, COMPLEX_CHOICES),
+                8,
+            )
+            out.answers.append(answer)
+            out.complex = None if answer.parsed is None else COMPLEX_CHOICES[answer.parsed]
+        if image is not None and cfg.generate_and_compare:
+            self._generate_and_compare(runtime, report, image, items, out)
+        if cfg.verify_findings and cfg.max_verify_prompts > 0:
+            self._verify(runtime, image, items, out)
+        if image is not None and cfg.localise_findings and runtime.supports_boxes:
+            self._localise(runtime, image, items, out)
+        return out
+
+    def _ask(
+        self,
+        runtime: VisionLanguageRuntime,
+        image: NDArray[np.uint8] | None,
+        template: PromptTemplate,
+        instruction: str,
+        target: str | None,
+        parse: Callable[[str], str | None],
+        max_new_tokens: int,
+    ) -> ModelAnswer:
+        t0 = time.perf_counter()
+        try:
+            result = runtime.generate(image, instruction, max_new_tokens=max_new_tokens)
+        except MedVLMError as exc:
+            logger.warning("model check %s failed: %s", template.ref, type(exc).__name__)
+            return ModelAnswer(
+                template.id,
+                template.version,
+                target,
+                "",
+                None,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        parsed = parse(result.text)
+        text = None if parsed is None else str(parsed)
+        return ModelAnswer(
+            template.id,
+            template.version,
+            target,
+            result.text,
+            text,
+            timings_ms={"generate": elapsed},
+        )
+
+    def _generate_and_compare(
+        self,
+        runtime: VisionLanguageRuntime,
+        report: ParsedReport,
+        image: NDArray[np.uint8],
+        items: list[Item],
+        out: ModelCheckOutcome,
+    ) -> None:
+        template, instruction = render_generate(report.text_of(SectionName.INDICATION) or None)
+        answer = self._ask(
+            runtime,
+            image,
+            template,
+            instruction,
+            None,
+            lambda t: t.strip() or None,
+            self._config.max_new_tokens,
+        )
+        out.answers.append(answer)
+        if answer.parsed is None:
+            return
+        generated = self._parser.parse_sections({SectionName.FINDINGS: answer.parsed})
+        section = generated.section(SectionName.FINDINGS)
+        if section is None:
+            return
+        gen = [Item(SectionName.FINDINGS, s, m) for s, m in section.mentions()]
+        kb = self._kb
+        conf = self._config.model_flag_confidence
+        base = {
+            "prompt_id": template.id,
+            "prompt_version": template.version,
+            "model_answer": answer.raw_text,
+            "ai_generated": True,
+        }
+        for item in items:
+            entry = kb[item.mention.concept]
+            if entry.category is Category.GENERIC or item.mention.historical:
+                continue
+            same = [g for g in gen if g.mention.concept == item.mention.concept]
+            g_present = [g for g in same if g.asserted]
+            g_denies = [
+                g
+                for g in gen
+                if g.denied
+                and kb.covers(g.mention.concept, item.mention.concept)
+                and "otherwise" not in g.mention.qualifiers
+            ]
+            if item.asserted and g_denies and not g_present:
+                out.flags.append(
+                    make_flag(
+                        subtype=ErrorSubtype.INSERT_FINDING,
+                        rule_id="model.generate_compare.false",
+                        rule_version=template.version,
+                        source=FlagSource.MODEL,
+                        confidence=conf,
+                        message=(
+                            f"The model's own findings deny {entry.name} "
+                            f"('{g_denies[0].sentence.text}'), which {item.where()} reports."
+                        ),
+                        item=item,
+                        extra={**base, "generated_sentence": g_denies[0].sentence.text},
+                    )
+                )
+            elif item.denied and g_present:
+                out.flags.append(
+                    make_flag(
+                        subtype=ErrorSubtype.NEGATION,
+                        rule_id="model.generate_compare.denied",
+                        rule_version=template.version,
+                        source=FlagSource.MODEL,
+                        confidence=conf,
+                        message=(
+                            f"The model's own findings report {entry.name} "
+                            f"('{g_present[0].sentence.text}'), which {item.where()} denies."
+                        ),
+                        item=item,
+                        extra={**base, "generated_sentence": g_present[0].sentence.text},
+                    )
+                )
+            elif item.asserted and g_present:
+                g = g_present[0]
+                ls, gs = item.mention.laterality, g.mention.laterality
+                if ls is not None and gs is not None and not ls.compatible(gs):
+                    out.flags.append(
+                        make_flag(
+                            subtype=ErrorSubtype.LATERALITY,
+                            rule_id="model.generate_compare.side",
+                            rule_version=template.version,
+                            source=FlagSource.MODEL,
+                            confidence=conf,
+                            message=(
+                                f"The model places {entry.name} on the {gs.value} "
+                                f"('{g.sentence.text}'); {item.where()} says {ls.value}."
+                            ),
+                            item=item,
+                            extra={**base, "generated_sentence": g.sentence.text},
+                        )
+                    )
+                lg, gg = item.mention.grades, g.mention.grades
+                if lg and gg and not (lg & gg):
+                    out.flags.append(
+                        make_flag(
+                            subtype=ErrorSubtype.SEVERITY,
+                            rule_id="model.generate_compare.severity",
+                            rule_version=template.version,
+                            source=FlagSource.MODEL,
+                            confidence=conf,
+                            message=(
+                                f"The model grades {entry.name} as '{g.mention.severity}' "
+                                f"('{g.sentence.text}'); {item.where()} says "
+                                f"'{item.mention.severity}'."
+                            ),
+                            item=item,
+                            extra={**base, "generated_sentence": g.sentence.text},
+                        )
+                    )
+        mentioned = {i.mention.concept for i in items}
+        for g in gen:
+            entry = kb[g.mention.concept]
+            if not g.asserted or entry.category is not Category.FINDING:
+                continue
+            if g.mention.concept in mentioned or any(
+                i.denied and kb.covers(i.mention.concept, g.mention.concept) for i in items
+            ):
+                continue
+            mentioned.add(g.mention.concept)
+            out.flags.append(
+                make_flag(
+                    subtype=ErrorSubtype.REMOVE_FINDING,
+                    rule_id="model.generate_compare.missed",
+                    rule_version=template.version,
+                    source=FlagSource.MODEL,
+                    confidence=conf,
+                    message=(
+                        f"The model reports {entry.name} ('{g.sentence.text}'), which the report "
+                        "does not mention."
+                    ),
+                    section=SectionName.FINDINGS,
+                    concept=g.mention.concept,
+                    extra={**base, "generated_sentence": g.sentence.text},
+                )
+            )
+
+    def _targets(self, items: list[Item]) -> list[Item]:
+        seen: set[tuple[str, Presence, Side | None]] = set()
+        out: list[Item] = []
+        for item in items:
+            entry = self._kb[item.mention.concept]
+            if entry.category is Category.GENERIC or not (item.asserted or item.denied):
+                continue
+            key = (item.mention.concept, item.mention.presence, item.mention.laterality)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(item)
+        return out[: self._config.max_verify_prompts]
+
+    def _verify(
+        self,
+        runtime: VisionLanguageRuntime,
+        image: NDArray[np.uint8] | None,
+        items: list[Item],
+        out: ModelCheckOutcome,
+    ) -> None:
+        conf = self._config.model_flag_confidence
+        for item in self._targets(items):
+            entry = self._kb[item.mention.concept]
+            side = None if item.mention.laterality is None else item.mention.laterality.value
+            instruction = render_verify(entry, side, item.mention.zones)
+            answer = self._ask(
+                runtime,
+                image,
+                VERIFY_FINDING,
+                instruction,
+                entry.id,
+                _yes_no,
+                8,
+            )
+            out.answers.append(answer)
+            extra = {
+                "prompt_id": VERIFY_FINDING.id,
+                "prompt_version": VERIFY_FINDING.version,
+                "question": instruction,
+                "model_answer": answer.raw_text,
+                "ai_generated": True,
+            }
+            if answer.parsed == "no" and item.asserted:
+                out.flags.append(
+                    make_flag(
+                        subtype=ErrorSubtype.INSERT_FINDING,
+                        rule_id="model.verify.absent",
+                        rule_version=VERIFY_FINDING.version,
+                        source=FlagSource.MODEL,
+                        confidence=conf,
+                        item=item,
+                        extra=extra,
+                        message=(
+                            f"Asked whether {entry.name} is visible as described, the model "
+                            f"answered no; {item.where()} reports it."
+                        ),
+                    )
+                )
+            elif answer.parsed == "yes" and item.denied:
+                out.flags.append(
+                    make_flag(
+                        subtype=ErrorSubtype.NEGATION,
+                        rule_id="model.verify.present",
+                        rule_version=VERIFY_FINDING.version,
+                        source=FlagSource.MODEL,
+                        confidence=conf,
+                        item=item,
+                        extra=extra,
+                        message=(
+                            f"Asked whether {entry.name} is visible, the model answered yes; "
+                            f"{item.where()} denies it."
+                        ),
+                    )
+                )
+
+    def _localise(
+        self,
+        runtime: VisionLanguageRuntime,
+        image: NDArray[np.uint8],
+        items: list[Item],
+        out: ModelCheckOutcome,
+    ) -> None:
+        height, width = int(image.shape[0]), int(image.shape[1])
+        conf = self._config.model_flag_confidence
+        for item in self._targets(items):
+            side = item.mention.laterality
+            if not item.asserted or side not in (Side.LEFT, Side.RIGHT):
+                continue
+            entry = self._kb[item.mention.concept]
+
+            def _parse(text: str) -> str | None:
+                box = parse_box_answer(text)
+                if box is None:
+                    return None
+                if box is False:
+                    return "none"
+                assert isinstance(box, Box)
+                return f"[{box.x1}, {box.y1}, {box.x2}, {box.y2}]"
+
+            answer = self._ask(
+                runtime, image, LOCALISE_FINDING, render_localise(entry), entry.id, _parse, 32
+            )
+            out.answers.append(answer)
+            box = parse_box_answer(answer.raw_text) if answer.parsed not in (None, "none") else None
+            if not isinstance(box, Box):
+                continue
+            # Frontal films are displayed in the anatomical position: the patient's right is on the
+            # viewer's left. A box clearly on the other half contradicts the reported side.
+            box_side = (
+                Side.RIGHT if box.centre_x < 0.45 else Side.LEFT if box.centre_x > 0.55 else None
+            )
+            if box_side is None or box_side is side:
+                continue
+            out.flags.append(
+                make_flag(
+                    subtype=ErrorSubtype.LATERALITY,
+                    rule_id="model.localise.side",
+                    rule_version=LOCALISE_FINDING.version,
+                    source=FlagSource.MODEL,
+                    confidence=conf,
+                    item=item,
+                    message=(
+                        f"The model locates {entry.name} on the patient's {box_side.value} side "
+                        f"of the image; {item.where()} says {side.value}."
+                    ),
+                    extra={
+                        "prompt_id": LOCALISE_FINDING.id,
+                        "prompt_version": LOCALISE_FINDING.version,
+                        "model_answer": answer.raw_text,
+                        "box_normalised": [box.x1, box.y1, box.x2, box.y2],
+                        "box_pixels": box.to_pixels(width, height),
+                        "ai_generated": True,
+                    },
+                )
+            )

@@ -1,0 +1,503 @@
+"""Text rules: contradictions between and inside sections, measurements, interval wording.
+
+Every rule compares parsed mentions (concept, presence, side, zone, grade, interval) and points its
+flag at the sentence most likely to be wrong: the one the rest of the report disagrees with (a vote
+over the other mentions of the same concept), the FINDINGS sentence on a tie across sections, and the
+asserting sentence on a tie inside a section or against a generic denial ("no acute disease").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+from medvlm.checking.evidence import Item, make_flag
+from medvlm.checking.types import Flag
+from medvlm.prompts.knowledge import Category, KnowledgeBase
+from medvlm.reports import ParsedReport, SectionName, Side
+from medvlm.taxonomy import ErrorSubtype
+
+__all__ = ["TEXT_RULESET_VERSION", "TextRules"]
+
+TEXT_RULESET_VERSION = "1.0"
+_COMPARED = (SectionName.FINDINGS, SectionName.IMPRESSION)
+_DENIAL_QUALIFIERS = frozenset(
+    [
+        "large",
+        "significant",
+        "sizable",
+        "gross",
+        "overt",
+        "frank",
+        "definite",
+        "definitive",
+        "new",
+        "focal",
+        "dense",
+        "confluent",
+        "displaced",
+        "visible",
+        "obvious",
+        "appreciable",
+        "discrete",
+        "convincing",
+        "substantial",
+        "acute",
+        "lobar",
+        "segmental",
+        "suspicious",
+        "typical",
+        "free",
+        "other",
+        "additional",
+        "further",
+        "xxxx",
+        "___",
+        "rib",
+        "ribs",
+        "clavicle",
+        "clavicular",
+        "humerus",
+        "humeral",
+        "spine",
+        "spinal",
+        "vertebral",
+        "hip",
+        "pelvic",
+        "pelvis",
+        "scapula",
+        "scapular",
+        "sternum",
+        "sternal",
+        "shoulder",
+        "wrist",
+        "hand",
+    ]
+)
+_CHRONIC = frozenset(
+    [
+        "chronic",
+        "old",
+        "healed",
+        "healing",
+        "remote",
+        "stable",
+        "unchanged",
+        "persistent",
+        "residual",
+    ]
+)
+_GENERIC_PARENTS = frozenset({"no_acute_disease", "normal_study"})
+_NO_COMPARISON = re.compile(
+    r"^\s*(?:none|no prior|no previous|no comparison|no prior (?:studies|study|exam|examinations?|"
+    r"films?|radiographs?)|not available|n/?a|none available)\b",
+    re.I,
+)
+_INTERVAL_WORDING = re.compile(
+    r"(?<![\w])(?:(?:increas|decreas)(?:ed|ing) (?:since|from|compared)|improv(?:ed|ing)|"
+    r"worsen(?:ed|ing)|unchanged|interval(?:ly)?|since (?:the )?(?:prior|previous|last)|compared (?:to|with) "
+    r"(?:the )?(?:prior|previous)|again (?:seen|noted|demonstrated)|re-?demonstrated|"
+    r"(?:from|on|than) (?:the )?(?:prior|previous) (?:exam|examination|study|radiograph|film)s?|"
+    r"no (?:significant )?change)(?![\w])",
+    re.I,
+)
+_CONFLICTING_INTERVALS = {
+    frozenset({"worse", "better"}),
+    frozenset({"worse", "unchanged"}),
+    frozenset({"better", "unchanged"}),
+    frozenset({"new", "unchanged"}),
+    frozenset({"new", "persistent"}),
+    frozenset({"new", "better"}),
+}
+_MAX_LESION_MM = 400.0
+_MAX_DEVICE_DISTANCE_MM = 150.0
+
+
+def _zones(item: Item) -> frozenset[str]:
+    return item.mention.zones - {"mid"}
+
+
+def _redacted_before(item: Item) -> bool:
+    """A redaction right before the term may hide a hedge ("XXXX opacity"): not a firm assertion."""
+    rel = item.mention.start - item.sentence.start
+    return item.sentence.text[max(0, rel - 6) : rel].strip().lower().endswith(("xxxx", "___"))
+
+
+def _sides_ok(a: Item, b: Item) -> bool:
+    sa, sb = a.mention.laterality, b.mention.laterality
+    return sa is None or sb is None or sa.compatible(sb)
+
+
+class TextRules:
+    """The text rule set over one knowledge base (stateless after construction)."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self._kb = kb
+
+    def run(self, report: ParsedReport) -> list[Flag]:
+        items = [
+            Item(name, sentence, mention)
+            for name in _COMPARED
+            if (section := report.section(name)) is not None
+            for sentence, mention in section.mentions()
+        ]
+        flags: list[Flag] = []
+        flags.extend(self._presence(items))
+        flags.extend(self._laterality(items))
+        flags.extend(self._severity(items))
+        flags.extend(self._location(items))
+        flags.extend(self._interval_conflicts(items))
+        flags.extend(self._interval_without_comparison(report))
+        flags.extend(self._measurements(items))
+        return flags
+
+    # -- presence (negation flips, inserted findings the report denies elsewhere) -------------
+
+    def _weak_denial(self, denial: Item, asserted: Item) -> bool:
+        n, p = denial.mention, asserted.mention
+        if "otherwise" in n.qualifiers or _redacted_before(asserted):
+            return True
+        if (n.qualifiers & _DENIAL_QUALIFIERS) - p.qualifiers:
+            return True
+        if n.grades and (not p.grades or not (n.grades & p.grades)):
+            return True
+        if n.concept in _GENERIC_PARENTS:
+            chronic = bool(p.qualifiers & _CHRONIC) or p.interval == "unchanged"
+            if chronic or (p.grades and min(p.grades) == 0):
+                return True
+        return not _sides_ok(denial, asserted)
+
+    def _denies(self, denial: Item, asserted: Item) -> bool:
+        return (
+            denial.denied
+            and self._kb.covers(denial.mention.concept, asserted.mention.concept)
+            and not self._weak_denial(denial, asserted)
+        )
+
+    def _presence(self, items: list[Item]) -> Iterator[Flag]:
+        kb = self._kb
+        for p in items:
+            if not p.asserted or kb[p.mention.concept].category is Category.GENERIC:
+                continue
+            for n in items:
+                if n.sentence is p.sentence and n.section is p.section:
+                    continue
+                if not self._denies(n, p):
+                    continue
+                generic = n.mention.concept != p.mention.concept
+                others = [i for i in items if i is not p and i is not n]
+                for_p = sum(
+                    1
+                    for i in others
+                    if i.asserted and i.mention.concept == p.mention.concept and _sides_ok(i, p)
+                )
+                for_n = sum(1 for i in others if self._denies(i, p))
+                if generic or for_n > for_p:
+                    target, other = p, n
+                elif for_p > for_n:
+                    target, other = n, p
+                elif p.section is not n.section:
+                    target, other = (p, n) if p.section is SectionName.FINDINGS else (n, p)
+                else:
+                    target, other = p, n
+                name = kb[p.mention.concept].name
+                if generic:
+                    subtype = ErrorSubtype.INSERT_FINDING
+                    rule = "text.presence.generic_denial"
+                    message = (
+                        f"{p.where().capitalize()} reports {name} ('{p.sentence.text}'), but "
+                        f"{n.where()} calls the study normal for it ('{n.sentence.text}')."
+                    )
+                    confidence = 0.7
+                else:
+                    subtype = ErrorSubtype.NEGATION
+                    rule = "text.presence.contradiction"
+                    state = "present" if target is p else "absent"
+                    message = (
+                        f"{target.where().capitalize()} states {name} is {state} "
+                        f"('{target.sentence.text}'), but {other.where()} says the opposite "
+                        f"('{other.sentence.text}')."
+                    )
+                    confidence = 0.85 if p.section is not n.section else 0.75
+                yield make_flag(
+                    subtype=subtype,
+                    rule_id=rule,
+                    rule_version=TEXT_RULESET_VERSION,
+                    message=message,
+                    confidence=confidence,
+                    item=target,
+                    concept=p.mention.concept,
+                    other=other,
+                    extra={"votes": {"asserted": for_p, "denied": for_n}},
+                )
+
+    # -- cross-section attribute conflicts ------------------------------------------------------
+
+    def _pairs(self, items: list[Item], same_group: bool) -> Iterator[tuple[Item, Item]]:
+        f_items = [i for i in items if i.section is SectionName.FINDINGS and i.asserted]
+        i_items = [i for i in items if i.section is SectionName.IMPRESSION and i.asserted]
+        for a in f_items:
+            for b in i_items:
+                if same_group:
+                    if self._kb.same_side_group(a.mention.concept, b.mention.concept):
+                        yield a, b
+                elif a.mention.concept == b.mention.concept:
+                    yield a, b
+
+    def _pick(self, a: Item, b: Item, for_a: int, for_b: int) -> tuple[Item, Item]:
+        if for_b > for_a:
+            return a, b
+        if for_a > for_b:
+            return b, a
+        return (a, b) if a.section is SectionName.FINDINGS else (b, a)
+
+    def _laterality(self, items: list[Item]) -> Iterator[Flag]:
+        kb = self._kb
+        for a, b in self._pairs(items, same_group=True):
+            sa, sb = a.mention.laterality, b.mention.laterality
+            if sa is None or sb is None or sa.compatible(sb):
+                continue
+            za, zb = _zones(a), _zones(b)
+            if za and zb and not (za & zb):
+                continue
+            ga, gb = a.mention.grades, b.mention.grades
+            if ga and gb and not (ga & gb):
+                continue
+            group = [
+                i
+                for i in items
+                if i is not a
+                and i is not b
+                and i.asserted
+                and kb.same_side_group(i.mention.concept, a.mention.concept)
+                and i.mention.laterality is not None
+            ]
+            if any(i.section is a.section and i.mention.laterality is sb for i in group) or any(
+                i.section is b.section and i.mention.laterality is sa for i in group
+            ):
+                continue  # both sides described in one section: likely two findings, not a slip
+            for_a = sum(1 for i in group if i.mention.laterality is sa)
+            for_b = sum(1 for i in group if i.mention.laterality is sb)
+            target, other = self._pick(a, b, for_a, for_b)
+            t_side = target.mention.laterality
+            o_side = other.mention.laterality
+            assert t_side is not None and o_side is not None
+            yield make_flag(
+                subtype=ErrorSubtype.LATERALITY,
+                rule_id="text.laterality.findings_impression",
+                rule_version=TEXT_RULESET_VERSION,
+                message=(
+                    f"{target.where().capitalize()} puts {kb[target.mention.concept].name} on the "
+                    f"{t_side.value} ('{target.sentence.text}'), but {other.where()} puts it on the "
+                    f"{o_side.value} ('{other.sentence.text}')."
+                ),
+                confidence=0.85,
+                item=target,
+                other=other,
+            )
+
+    def _severity(self, items: list[Item]) -> Iterator[Flag]:
+        kb = self._kb
+        for a, b in self._pairs(items, same_group=False):
+            ga, gb = a.mention.grades, b.mention.grades
+            if not ga or not gb or ga & gb or not _sides_ok(a, b):
+                continue
+            za, zb = _zones(a), _zones(b)
+            if za and zb and not (za & zb):
+                continue
+            same = [
+                i
+                for i in items
+                if i is not a
+                and i is not b
+                and i.asserted
+                and i.mention.concept == a.mention.concept
+                and i.mention.grades
+            ]
+            if any(i.section is a.section and i.mention.grades & gb for i in same):
+                continue
+            for_a = sum(1 for i in same if i.mention.grades & ga)
+            for_b = sum(1 for i in same if i.mention.grades & gb)
+            target, other = self._pick(a, b, for_a, for_b)
+            yield make_flag(
+                subtype=ErrorSubtype.SEVERITY,
+                rule_id="text.severity.findings_impression",
+                rule_version=TEXT_RULESET_VERSION,
+                message=(
+                    f"{target.where().capitalize()} grades {kb[a.mention.concept].name} as "
+                    f"'{target.mention.severity}' ('{target.sentence.text}'), but {other.where()} "
+                    f"grades it '{other.mention.severity}' ('{other.sentence.text}')."
+                ),
+                confidence=0.75,
+                item=target,
+                other=other,
+            )
+
+    def _location(self, items: list[Item]) -> Iterator[Flag]:
+        kb = self._kb
+        for a, b in self._pairs(items, same_group=True):
+            za, zb = _zones(a), _zones(b)
+            if not za or not zb or za & zb:
+                continue
+            sa, sb = a.mention.laterality, b.mention.laterality
+            if sa is None or sb is None or not sa.compatible(sb) or Side.BILATERAL in (sa, sb):
+                continue  # a location is only comparable when both name the same side
+            group = [
+                i
+                for i in items
+                if i is not a
+                and i is not b
+                and i.asserted
+                and kb.same_side_group(i.mention.concept, a.mention.concept)
+                and _zones(i)
+            ]
+            if any(i.section is a.section and _zones(i) & zb for i in group) or any(
+                i.section is b.section and _zones(i) & za for i in group
+            ):
+                continue
+            for_a = sum(1 for i in group if _zones(i) & za)
+            for_b = sum(1 for i in group if _zones(i) & zb)
+            target, other = self._pick(a, b, for_a, for_b)
+            yield make_flag(
+                subtype=ErrorSubtype.LOCATION,
+                rule_id="text.location.findings_impression",
+                rule_version=TEXT_RULESET_VERSION,
+                message=(
+                    f"{target.where().capitalize()} places {kb[target.mention.concept].name} in "
+                    f"the {target.mention.location} zone ('{target.sentence.text}'), but "
+                    f"{other.where()} places it in the {other.mention.location} zone "
+                    f"('{other.sentence.text}')."
+                ),
+                confidence=0.65,
+                item=target,
+                other=other,
+            )
+
+    def _interval_conflicts(self, items: list[Item]) -> Iterator[Flag]:
+        kb = self._kb
+        for a, b in self._pairs(items, same_group=False):
+            ia, ib = a.mention.interval, b.mention.interval
+            if ia is None or ib is None or frozenset({ia, ib}) not in _CONFLICTING_INTERVALS:
+                continue
+            if not _sides_ok(a, b):
+                continue
+            target, other = self._pick(a, b, 0, 0)
+            yield make_flag(
+                subtype=ErrorSubtype.INTERVAL,
+                rule_id="text.interval.findings_impression",
+                rule_version=TEXT_RULESET_VERSION,
+                message=(
+                    f"{target.where().capitalize()} describes {kb[a.mention.concept].name} as "
+                    f"{target.mention.interval} ('{target.sentence.text}'), but {other.where()} "
+                    f"describes it as {other.mention.interval} ('{other.sentence.text}')."
+                ),
+                confidence=0.65,
+                item=target,
+                other=other,
+            )
+
+    def _interval_without_comparison(self, report: ParsedReport) -> Iterator[Flag]:
+        comparison = report.section(SectionName.COMPARISON)
+        if comparison is None or not _NO_COMPARISON.match(comparison.text):
+            return
+        for name in _COMPARED:
+            section = report.section(name)
+            if section is None:
+                continue
+            for sentence in section.sentences:
+                match = _INTERVAL_WORDING.search(sentence.text)
+                if match is None:
+                    continue
+                yield make_flag(
+                    subtype=ErrorSubtype.INTERVAL,
+                    rule_id="text.interval.no_comparison",
+                    rule_version=TEXT_RULESET_VERSION,
+                    message=(
+                        f"{name.value.capitalize()} sentence {sentence.index + 1} describes change "
+                        f"over time ('{match.group(0)}'), but the comparison section says there is "
+                        f"no prior study ('{comparison.text}')."
+                    ),
+                    confidence=0.6,
+                    section=name,
+                    sentence=sentence,
+                    concept=f"interval:{match.group(0).lower()}",
+                    extra={"comparison": comparison.text, "wording": match.group(0)},
+                )
+
+    def _measurements(self, items: list[Item]) -> Iterable[Flag]:
+        kb = self._kb
+        out: list[Flag] = []
+        for item in items:
+            meas = item.mention.measurement
+            if meas is None or not item.asserted:
+                continue
+            mm = meas.value_mm
+            entry = kb[item.mention.concept]
+            limit = _MAX_DEVICE_DISTANCE_MM if entry.is_device else _MAX_LESION_MM
+            reason = None
+            if mm is None:
+                reason = f"the unit '{meas.unit}' is not used for chest radiograph measurements"
+            elif meas.unit == "m" or mm > limit:
+                reason = f"{meas.text} is larger than anything a chest radiograph can show here"
+            elif mm <= 0:
+                reason = f"{meas.text} is not a positive size"
+            if reason is not None:
+                out.append(
+                    make_flag(
+                        subtype=ErrorSubtype.MEASUREMENT,
+                        rule_id="text.measurement.implausible",
+                        rule_version=TEXT_RULESET_VERSION,
+                        message=(
+                            f"{item.where().capitalize()} gives an implausible size for "
+                            f"{entry.name}: {reason} ('{item.sentence.text}')."
+                        ),
+                        confidence=0.8,
+                        item=item,
+                        extra={"measurement": meas.text},
+                    )
+                )
+        for a, b in self._pairs(items, same_group=False):
+            ma, mb = a.mention.measurement, b.mention.measurement
+            if ma is None or mb is None or ma.value_mm is None or mb.value_mm is None:
+                continue
+            if not _sides_ok(a, b) or any(
+                i.section is b.section
+                and i is not b
+                and i.mention.measurement is not None
+                and i.mention.measurement.value_mm == ma.value_mm
+                and i.mention.concept == a.mention.concept
+                for i in items
+            ):
+                continue
+            big, small = max(ma.value_mm, mb.value_mm), min(ma.value_mm, mb.value_mm)
+            if big - small <= 2.0 or big <= small * 1.25:
+                continue
+            target, other = self._pick(a, b, 0, 0)
+            out.append(
+                make_flag(
+                    subtype=ErrorSubtype.MEASUREMENT,
+                    rule_id="text.measurement.findings_impression",
+                    rule_version=TEXT_RULESET_VERSION,
+                    message=(
+                        f"{target.where().capitalize()} measures {kb[a.mention.concept].name} as "
+                        f"{target.mention.measurement.text if target.mention.measurement else ''}"
+                        f" ('{target.sentence.text}'), but {other.where()} gives "
+                        f"{other.mention.measurement.text if other.mention.measurement else ''} "
+                        f"('{other.sentence.text}')."
+                    ),
+                    confidence=0.7,
+                    item=target,
+                    other=other,
+                )
+            )
+        return out
+
+
+def items_of(report: ParsedReport) -> list[Item]:
+    """Mentions of the compared sections, in order (used by the model checks too)."""
+    return [
+        Item(name, sentence, mention)
+        for name in _COMPARED
+        if (section := report.section(name)) is not None
+        for sentence, mention in section.mentions()
+    ]

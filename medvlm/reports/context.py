@@ -1,0 +1,159 @@
+"""ConText-style assertion (negation, uncertainty, history) and modifier extraction.
+
+This follows the ConText algorithm (Harkema et al., J Biomed Inform 2009) that medspaCy implements:
+trigger cues with a direction open a scope that runs to the sentence end or to a termination cue, and
+targets inside the scope take the cue's category. It runs on plain strings with precompiled regexes
+because the checker's budget is ~1 ms per report; ``bench/checker.py --compare-medspacy`` measures
+agreement and speed against medspaCy's own ConText on the IU reports (see the closing note there).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+MAX_BACKWARD_SCOPE = 40
+"""Characters between a target and a backward cue ("... has resolved") beyond which it does not apply."""
+
+__all__ = ["MAX_BACKWARD_SCOPE", "Cue", "CueCategory", "Direction", "find_cues", "find_terminators"]
+
+
+class CueCategory(StrEnum):
+    NEGATED = "negated"
+    POSSIBLE = "possible"
+    HISTORICAL = "historical"
+    HYPOTHETICAL = "hypothetical"
+    PSEUDO = "pseudo"
+
+
+class Direction(StrEnum):
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    BIDIRECTIONAL = "bidirectional"
+
+
+@dataclass(frozen=True)
+class Cue:
+    category: CueCategory
+    direction: Direction
+    start: int
+    end: int
+    text: str
+
+
+_NEG = CueCategory.NEGATED
+_POS = CueCategory.POSSIBLE
+_HIST = CueCategory.HISTORICAL
+_HYP = CueCategory.HYPOTHETICAL
+_PSEUDO = CueCategory.PSEUDO
+_F = Direction.FORWARD
+_B = Direction.BACKWARD
+_BI = Direction.BIDIRECTIONAL
+
+# (regex fragment, category, direction). Pseudo cues ("no change") are matched first so that their
+# words do not trigger negation.
+_CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
+    (
+        r"no (?:significant |interval |appreciable )?(?:change|changes|increase|decrease)",
+        _PSEUDO,
+        _F,
+    ),
+    (r"not (?:only|necessarily)", _PSEUDO, _F),
+    (
+        r"no (?:longer )?(?:evidence|signs?|findings?) (?:of|to suggest|suggest(?:ive|ing) of)",
+        _NEG,
+        _F,
+    ),
+    (r"no radiographic (?:evidence|signs?) of", _NEG, _F),
+    (r"no longer (?:seen|present|visualized|identified|evident|apparent)", _NEG, _B),
+    (r"no longer", _NEG, _F),
+    (r"negative for", _NEG, _F),
+    (r"free of", _NEG, _F),
+    (r"clear of", _NEG, _F),
+    (r"absence of", _NEG, _F),
+    (r"(?:interval )?(?:resolution|removal) of", _NEG, _F),
+    (
+        r"(?:has|have) (?:since |now |completely |nearly )?(?:resolved|been removed|cleared)",
+        _NEG,
+        _B,
+    ),
+    (r"(?:is|are|was|were) (?:now )?(?:resolved|removed|absent|gone)", _NEG, _B),
+    (r"resolved", _NEG, _BI),
+    (
+        r"(?:is|are|was|were) not (?:\w+ )?(?:seen|identified|visualized|present|demonstrated|"
+        r"appreciated|evident|noted|detected|visible|apparent|excluded|enlarged)",
+        _NEG,
+        _B,
+    ),
+    (
+        r"not (?:definitely |clearly |convincingly )?(?:seen|identified|visualized|"
+        r"demonstrated|appreciated|evident|detected)",
+        _NEG,
+        _B,
+    ),
+    (r"without", _NEG, _F),
+    (r"neither|nor", _NEG, _F),
+    (r"no|not", _NEG, _F),
+    (
+        r"(?:cannot|can not|can't) (?:be )?(?:entirely |completely |totally )?(?:excluded|ruled out)",
+        _POS,
+        _B,
+    ),
+    (r"(?:cannot|can not|can't) (?:entirely |completely )?(?:exclude|rule out)", _POS, _F),
+    (r"not (?:entirely |completely |totally )?(?:excluded|ruled out)", _POS, _B),
+    (
+        r"(?:may|might|could|can) (?:also )?(?:represent|reflect|be|indicate|relate|correspond)",
+        _POS,
+        _BI,
+    ),
+    (r"(?:is|are) (?:more )?(?:likely|suspected|questioned|possible|probable)", _POS, _B),
+    (
+        r"possible|possibly|probable|probably|likely|suspect(?:ed)?|suspicious(?: for)?|"
+        r"questionable|question of|concern(?:ing)? for|suggest(?:s|ed|ive of|ing)?|"
+        r"compatible with|consistent with|worrisome for|equivocal|presumed|presumably|"
+        r"differential|considerations?|indeterminate|vs\.?|versus|either|"
+        r"cannot exclude|could|may|might|apparent|favou?r(?:ed|s)?|represent(?:s|ing)?|"
+        r"reflect(?:s|ing)?",
+        _POS,
+        _BI,
+    ),
+    (r"history of|h/o|status post|s/p|post(?:-| )?surgical|previous(?:ly)?|prior", _HIST, _F),
+    (
+        r"rule out|r/o|evaluate for|evaluation (?:of|for)|assess(?:ment)? for|to exclude|"
+        r"if|whether|screening|check for|question|detect(?:ing|ion)?|to determine|recommend(?:ed)?|"
+        r"follow[- ]?up|further evaluation",
+        _HYP,
+        _F,
+    ),
+)
+
+_CUE_RE = re.compile(
+    "|".join(
+        f"(?P<c{i}>(?<![\\w])(?:{frag})(?![\\w]))" for i, (frag, _, _) in enumerate(_CUE_TABLE)
+    ),
+    re.IGNORECASE,
+)
+_TERMINATOR_RE = re.compile(
+    r"(?<![\w])(?:but|however|although|though|which|whereas|except|aside from|apart from|"
+    r"other than|otherwise|this|these|concerning|"
+    r"given|in keeping with)(?![\w])|[;:]|\(|\)",
+    re.IGNORECASE,
+)
+
+
+def find_cues(sentence: str) -> list[Cue]:
+    """Every cue in a sentence, leftmost-longest, pseudo cues suppressing the words they cover."""
+    cues: list[Cue] = []
+    for match in _CUE_RE.finditer(sentence):
+        group = match.lastgroup
+        if group is None:
+            continue
+        _, category, direction = _CUE_TABLE[int(group[1:])]
+        cues.append(Cue(category, direction, match.start(), match.end(), match.group(0).lower()))
+    return cues
+
+
+def find_terminators(sentence: str) -> list[int]:
+    """Start offsets of scope terminators (conjunctions that end a cue's scope)."""
+    return [m.start() for m in _TERMINATOR_RE.finditer(sentence)]

@@ -1,0 +1,124 @@
+"""Section and sentence segmentation for IU-style and MIMIC-style chest X-ray report text."""
+
+from __future__ import annotations
+
+import re
+
+from medvlm.reports.model import SectionName
+
+__all__ = ["normalise_text", "split_sections", "split_sentences"]
+
+_HEADER_NAMES: dict[str, SectionName] = {
+    "findings": SectionName.FINDINGS,
+    "finding": SectionName.FINDINGS,
+    "impression": SectionName.IMPRESSION,
+    "impressions": SectionName.IMPRESSION,
+    "conclusion": SectionName.IMPRESSION,
+    "conclusions": SectionName.IMPRESSION,
+    "indication": SectionName.INDICATION,
+    "indications": SectionName.INDICATION,
+    "clinical indication": SectionName.INDICATION,
+    "history": SectionName.INDICATION,
+    "clinical history": SectionName.INDICATION,
+    "reason for exam": SectionName.INDICATION,
+    "reason for examination": SectionName.INDICATION,
+    "reason for study": SectionName.INDICATION,
+    "comparison": SectionName.COMPARISON,
+    "comparisons": SectionName.COMPARISON,
+    "technique": SectionName.TECHNIQUE,
+    "examination": SectionName.TECHNIQUE,
+    "exam": SectionName.TECHNIQUE,
+    "procedure": SectionName.TECHNIQUE,
+    "recommendation": SectionName.OTHER,
+    "recommendations": SectionName.OTHER,
+    "notification": SectionName.OTHER,
+    "addendum": SectionName.OTHER,
+    "wet read": SectionName.OTHER,
+    "final report": SectionName.OTHER,
+}
+_HEADER_ALT = "|".join(sorted((re.escape(h) for h in _HEADER_NAMES), key=len, reverse=True))
+# A header at the start of a line (any case, colon needed except FINAL REPORT) or an upper-case
+# header with a colon anywhere in the text (MIMIC and some IU reports run headers inline).
+_LINE_HEADER = re.compile(
+    rf"(?im)^[ \t]*(?P<h>{_HEADER_ALT})[ \t]*(?::|$)|(?<![\w])(?P<u>(?-i:{_HEADER_ALT.upper()}))[ \t]*:"
+)
+_FINAL_REPORT = re.compile(r"(?im)^[ \t]*final report[ \t]*$")
+_LIST_BREAK = re.compile(r"\n[ \t]*(?=(?:\d{1,2}[.)]|[-*\u2022])[ \t]+\S)")
+_PARAGRAPH = re.compile(r"\n[ \t]*\n")
+_WS = re.compile(r"\s+")
+_ABBREVIATIONS = frozenset(
+    {"dr", "vs", "e.g", "i.e", "approx", "st", "mr", "mrs", "ms", "no", "fig", "cf", "etc", "ca"}
+)
+_BOUNDARY = re.compile(r"[.!?]+(?=\s|$)")
+_LIST_MARKER = re.compile(r"(?:\(?\d{1,2}[.)]|[-*\u2022])\s+")
+
+
+def normalise_text(text: str) -> str:
+    """Join wrapped lines, keep list items and paragraphs as sentence breaks, collapse spaces."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+
+    def _break(match: re.Match[str]) -> str:
+        return " \x00 "
+
+    text = _PARAGRAPH.sub(_break, text)
+    text = _LIST_BREAK.sub(_break, text)
+    parts = [p.strip() for p in _WS.sub(" ", text).split("\x00")]
+    out: list[str] = []
+    for part in parts:
+        if not part:
+            continue
+        if out and not out[-1].endswith((".", "!", "?", ":")):
+            out[-1] += "."
+        out.append(part)
+    return " ".join(out).strip()
+
+
+def split_sections(text: str) -> list[tuple[SectionName, str]]:
+    """Cut raw report text at its headers; text before any header is FINDINGS when no header exists."""
+    text = _FINAL_REPORT.sub("\n", text)
+    matches = list(_LINE_HEADER.finditer(text))
+    if not matches:
+        body = text.strip()
+        return [(SectionName.FINDINGS, body)] if body else []
+    out: list[tuple[SectionName, str]] = []
+    preamble = text[: matches[0].start()].strip()
+    if preamble:
+        out.append((SectionName.OTHER, preamble))
+    for i, match in enumerate(matches):
+        header = (match.group("h") or match.group("u") or "").lower()
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        out.append((_HEADER_NAMES.get(header, SectionName.OTHER), text[match.end() : end].strip()))
+    return out
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """Sentence spans (start, end) in normalised text; list markers ("1.") are left out of spans."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    n = len(text)
+    for match in _BOUNDARY.finditer(text):
+        end = match.end()
+        word_start = match.start()
+        while word_start > start and not text[word_start - 1].isspace():
+            word_start -= 1
+        token = text[word_start : match.start()].lower()
+        if token in _ABBREVIATIONS and end < n:
+            continue
+        if token.isdigit() and len(token) <= 2 and not text[start:word_start].strip():
+            continue  # a list marker such as "1." at the start of a sentence
+        spans.append((start, end))
+        start = end
+    if start < n:
+        spans.append((start, n))
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        while s < e and text[s].isspace():
+            s += 1
+        marker = _LIST_MARKER.match(text, s, e)
+        if marker:
+            s = marker.end()
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if any(ch.isalnum() for ch in text[s:e]):
+            out.append((s, e))
+    return out
