@@ -181,7 +181,10 @@ def _read_dataset(source: Source, *, full: bool) -> tuple[Dataset, _PixelElement
             return ds, None
         ts = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta is not None else None
         if ts == DeflatedExplicitVRLittleEndian:
-            return ds, None  # the stream position refers to the inflated copy, nothing to peek at
+            # The stream position refers to an inflated copy: nothing to peek at. Deflated files
+            # are rare and small, so read them whole to see the pixel data element.
+            fp.seek(0)
+            return dcmread(fp, force=False), None
         return ds, _peek_pixel_element(fp, size, ds)
 
 

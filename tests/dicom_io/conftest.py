@@ -113,7 +113,8 @@ def synthetic_dx() -> Callable[..., bytes]:
 @pytest.fixture(scope="session")
 def rg1_transcoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """RG1 (the MONOCHROME1 chest) in the lossless syntaxes pydicom-data does not ship."""
-    from pydicom.uid import ImplicitVRLittleEndian, JPEGLSLossless, RLELossless
+    from pydicom.filewriter import dcmwrite
+    from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, JPEGLSLossless, RLELossless
 
     src = corpus_file("RG1_UNCR.dcm")
     out: dict[str, Path] = {}
@@ -129,4 +130,10 @@ def rg1_transcoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     path = folder / "RG1_IMPL.dcm"
     ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=True)
     out["IMPL"] = path
+    ds = pydicom.dcmread(src)
+    ds.PixelData = ds.pixel_array.astype(">u2").tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    path = folder / "RG1_EXPB.dcm"
+    dcmwrite(path, ds, implicit_vr=False, little_endian=False, force_encoding=True)
+    out["EXPB"] = path
     return out

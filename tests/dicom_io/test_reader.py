@@ -66,7 +66,15 @@ def test_transcoded_syntaxes_are_recorded(rg1_transcoded: dict[str, Path]) -> No
         pydicom.uid.RLELossless,
         pydicom.uid.JPEGLSLossless,
         pydicom.uid.ImplicitVRLittleEndian,
+        pydicom.uid.ExplicitVRBigEndian,
     }
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_deflated_image_reads_on_both_paths(decode: bool) -> None:
+    inst = dicom_io.read_instance(corpus_file("image_dfl.dcm"), decode=decode)
+    assert inst.kind is InstanceKind.IMAGE
+    assert inst.transfer_syntax_uid == pydicom.uid.DeflatedExplicitVRLittleEndian
 
 
 def test_bytes_and_path_give_the_same_instance() -> None:
