@@ -67,6 +67,14 @@ def _build_runtime(
     return build_runtime(config)
 
 
+def _quiet_transformers() -> None:
+    """No weight-loading progress bars on the terminal (entry point: allowed to configure)."""
+    from transformers.utils import logging as hf_logging
+
+    hf: Any = hf_logging
+    hf.disable_progress_bar()
+
+
 def _fail(exc: Exception) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(code=2)
@@ -80,6 +88,7 @@ def init_tiny(
     """Write a tiny random LLaVA-Rad-shaped checkpoint (for tests and demos; output is noise)."""
     from medvlm.tiny import init_tiny_checkpoint
 
+    _quiet_transformers()
     path = init_tiny_checkpoint(out_dir, seed=seed)
     typer.echo(f"tiny checkpoint written to {path}")
 
@@ -107,6 +116,7 @@ def run(
     from medvlm.prompts.conversation import findings_instruction
 
     pixels = _load_image(image)
+    _quiet_transformers()
     start = time.perf_counter()
     try:
         runtime = _build_runtime(model, device, dtype, slices, policy, budget)
@@ -182,6 +192,7 @@ def convert_llava_rad_cmd(
     from medvlm.convert import convert_llava_rad
     from medvlm.errors import MedVLMError
 
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     try:
         receipt = convert_llava_rad(vicuna, llava_rad, out)
     except MedVLMError as exc:
@@ -207,6 +218,7 @@ def serve(
     from medvlm.errors import MedVLMError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    _quiet_transformers()
     try:
         runtime = _build_runtime(model, device, dtype, slices, policy, budget)
     except MedVLMError as exc:

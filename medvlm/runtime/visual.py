@@ -57,30 +57,30 @@ def build_visual_input(
     details: dict[str, object] = {"image": processed.to_dict()}
     overview = processed.overview.to(device=device, dtype=dtype)
     patch = processor_config.patch_size
-    if not slicing or processed.slices is None:
+    if not slicing:
         n_tokens = (overview.shape[-2] // patch) * (overview.shape[-1] // patch)
         details["budget"] = None
         return VisualInput(n_tokens=n_tokens, pixel_values=overview, embeds=None, details=details)
 
-    assert plan is not None and plan.grid is not None
+    # Sliced path (also for a film too small to slice: the overview alone is still budgeted).
+    grid = plan.grid if plan is not None and processed.slices is not None else None
     start = time.perf_counter()
-    slices = processed.slices.to(device=device, dtype=dtype)
     need_attention = policy == "attention"
-    slice_parts = encode_parts(model, slices, role="slice", attention=need_attention)
+    slice_parts: list[PartFeatures] = []
+    if processed.slices is not None:
+        slices = processed.slices.to(device=device, dtype=dtype)
+        slice_parts = encode_parts(model, slices, role="slice", attention=need_attention)
     overview_parts = encode_parts(model, overview, role="overview", attention=need_attention)
     timings["vision_ms"] = _ms(start)
 
     start = time.perf_counter()
     reduced = reduce_visual_tokens(
-        [*slice_parts, *overview_parts],
-        token_budget,
-        policy,
-        slice_grid=plan.grid,
+        [*slice_parts, *overview_parts], token_budget, policy, slice_grid=grid
     )
     kept = [model.model.multi_modal_projector(part.features) for part in reduced.parts]
     embeds = layout_embeddings(
         kept,
-        grid=plan.grid,
+        grid=grid,
         embed=model.get_input_embeddings(),
         newline_id=newline_id,
         comma_id=comma_id,
@@ -141,16 +141,23 @@ def _cls_attention(tower: Any, layer: int, layer_input: torch.Tensor) -> torch.T
 def layout_embeddings(
     features: list[torch.Tensor],
     *,
-    grid: tuple[int, int],
+    grid: tuple[int, int] | None,
     embed: Any,
     newline_id: int,
     comma_id: int,
 ) -> torch.Tensor:
     """The spatial schema: slices row-major, ``,`` after a slice that is not last in its row, a
     newline after the last slice of every row, then the overview (the last entry of ``features``).
+    ``grid`` is ``(cols, rows)`` of the slices, ``None`` when there are none.
     """
-    cols, rows = grid
     slices, overview = features[:-1], features[-1]
+    if grid is None:
+        if slices:
+            raise ValueError(f"{len(slices)} slice features but no slice grid")
+        return overview
+    cols, rows = grid
+    if len(slices) != cols * rows:
+        raise ValueError(f"{len(slices)} slice features for a {cols} x {rows} grid")
     device = overview.device
     comma = embed(torch.tensor([comma_id], device=device)).to(overview.dtype)
     newline = embed(torch.tensor([newline_id], device=device)).to(overview.dtype)
@@ -159,6 +166,5 @@ def layout_embeddings(
         pieces.append(feats)
         col = index % cols
         pieces.append(newline if col == cols - 1 else comma)
-    assert len(slices) == cols * rows
     pieces.append(overview)
     return torch.cat(pieces, dim=0)

@@ -190,3 +190,25 @@ def test_timed_records_milliseconds() -> None:
     with _timed(timings, "stage_ms"):
         pass
     assert set(timings) == {"stage_ms"} and timings["stage_ms"] >= 0.0
+
+
+def test_slicing_on_budgets_a_film_too_small_to_slice(tiny_checkpoint: Path) -> None:
+    runtime = TransformersRuntime(tiny_checkpoint, device="cpu", slicing=True, token_budget=300)
+    result = runtime.generate(_film(400, 500), INSTRUCTION, max_new_tokens=3)
+    budget = result.details["budget"]
+    assert isinstance(budget, dict)
+    assert budget["roles"] == ["overview"] and budget["separator_tokens"] == 0
+    assert budget["tokens_before"] > 300 >= result.visual_tokens == budget["visual_tokens"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp16_sdpa(tiny_checkpoint: Path) -> None:
+    runtime = TransformersRuntime(tiny_checkpoint, device="cuda")
+    assert runtime.model.dtype == torch.float16
+    assert runtime.model.config._attn_implementation == "sdpa"
+    cpu = TransformersRuntime(tiny_checkpoint, device="cpu")
+    image = _film(500, 600)
+    first = runtime.generate(image, INSTRUCTION, max_new_tokens=4)
+    assert first.text == runtime.generate(image, INSTRUCTION, max_new_tokens=4).text
+    assert first.visual_tokens == cpu.generate(image, INSTRUCTION, max_new_tokens=4).visual_tokens
