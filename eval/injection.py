@@ -23,6 +23,7 @@ from eval.rules import (
     NEGATED_SENTENCE,
     SEX_WORD_RE,
     SUBSTITUTION_RULES,
+    fix_article,
     is_positive_finding,
 )
 from medvlm.taxonomy import COMPLEX_CLASS_OF, ComplexClass, ErrorSubtype
@@ -247,11 +248,12 @@ def _apply(state: _State, site: _Site, rng: random.Random, split: SentenceSplitt
         state.edits = _shift(state.edits, cut_end, cut_start - cut_end)
         state.edits.append(Edit(site.subtype, text[start:end], "", None, (start, end)))
     else:
-        replacement = rng.choice(site.options)
-        new_text = text[: site.start] + replacement + text[site.end :]
-        state.edits = _shift(state.edits, site.end, len(replacement) - (site.end - site.start))
-        span = (site.start, site.start + len(replacement))
-        state.edits.append(Edit(site.subtype, text[site.start : site.end], replacement, span))
+        width, replacement = fix_article(text[: site.start], rng.choice(site.options))
+        start = site.start - width
+        new_text = text[:start] + replacement + text[site.end :]
+        state.edits = _shift(state.edits, site.end, len(replacement) - (site.end - start))
+        span = (start, start + len(replacement))
+        state.edits.append(Edit(site.subtype, text[start : site.end], replacement, span))
     state.text = new_text
     state.sentences = list(split(new_text))
 

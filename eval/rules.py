@@ -129,8 +129,41 @@ def _measurement_alternatives(match: re.Match[str]) -> list[str]:
     return [o for o in options if o != match.group(0)]
 
 
+_PLURAL_WORD = re.compile(r"\b[a-z]{3,}(?<!ss)(?<!us)(?<!is)s\b", re.IGNORECASE)
+
+
 def _unnegate_start(match: re.Match[str]) -> list[str]:
-    return [match_case(match.group(0), "There is ")]
+    phrase = re.split(
+        r"[,.;:]|\b(?:or|and|to|in|of|with)\b", match.string[match.end() :], maxsplit=1
+    )[0]
+    verb = "There are " if _PLURAL_WORD.search(phrase) else "There is "
+    return [match_case(match.group(0), verb)]
+
+
+_AN_NUMBER = re.compile(r"(?:8|11|18|8\d)(?!\d)")
+_ARTICLE_BEFORE = re.compile(r"\b(an?)\s$", re.IGNORECASE)
+
+
+def article_for(word: str) -> str:
+    """``"an"`` before a vowel sound (vowel letter, 8, 11, 18, 80-89), else ``"a"``."""
+    if word[:1].lower() in "aeiou" or _AN_NUMBER.match(word):
+        return "an"
+    return "a"
+
+
+def fix_article(before: str, replacement: str) -> tuple[int, str]:
+    """If ``before`` ends with "a "/"an " that no longer fits ``replacement``, fix it.
+
+    Returns how many characters of ``before`` to replace too, and the new replacement.
+    """
+    match = _ARTICLE_BEFORE.search(before)
+    if match is None or not replacement:
+        return 0, replacement
+    wanted = match_case(match.group(1), article_for(replacement))
+    if wanted == match.group(1):
+        return 0, replacement
+    width = len(before) - match.start()
+    return width, before[match.start() :].replace(match.group(1), wanted, 1) + replacement
 
 
 _NEG_CUES = re.compile(

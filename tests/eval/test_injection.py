@@ -107,8 +107,9 @@ def test_word_substitutions_swap_the_word_class(records, subtype: ErrorSubtype) 
     before_ok, after_ok = WORD_SWAPS[subtype]
     for row in rows:
         edit = row["edits"][0]
-        assert edit["before"].lower() in before_ok and edit["after"].lower() in after_ok
-        assert edit["before"].lower() != edit["after"].lower()
+        before, after = (re.sub(r"^an? ", "", edit[k].lower()) for k in ("before", "after"))
+        assert before in before_ok and after in after_ok
+        assert before != after
         assert row["label_complex"] == "substitute" and row["subtype"] == subtype.value
         sentence = _check_span(row)
         assert not re.search(r"\bno\b", sentence, re.IGNORECASE)  # affirmed sentences only
@@ -206,3 +207,27 @@ def test_raw_text_reports_are_split_into_sections() -> None:
     assert rows[0]["original_findings"].startswith("There is a small right pleural effusion.")
     assert rows[0]["impression"] == "Small right effusion."
     assert "left" in rows[0]["findings"]
+
+
+def test_articles_and_verbs_stay_grammatical() -> None:
+    from eval.rules import SUBSTITUTION_RULES, fix_article
+
+    assert fix_article("There is a ", "18 mm") == (2, "an 18 mm")
+    assert fix_article("There is an ", "small") == (3, "a small")
+    assert fix_article("An ", "Lower") == (3, "A Lower")
+    assert fix_article("the ", "upper") == (0, "upper")
+    unnegate = SUBSTITUTION_RULES[1]
+    for text, verb in (
+        ("No pleural effusions or pneumothoraces.", "There are "),
+        ("No focal consolidation.", "There is "),
+    ):
+        match = unnegate.pattern.search(text)
+        assert match is not None and unnegate.alternatives(match) == [verb]
+    row = _only(
+        [ReportRecord(id="A1", findings="There is a 6 mm nodule. The heart is normal.")],
+        ErrorSubtype.MEASUREMENT,
+        seed=3,
+    )[0]
+    start, end = row["span"]
+    assert row["findings"][start:end] == row["edits"][0]["after"]
+    assert re.search(r"\b(a [^8aeiou]|an (8|11|18))", row["findings"][: end + 1])
