@@ -151,7 +151,7 @@ def checkpoint_subject(model_dir: Path, device: str) -> Subject:
 
     runtime = TransformersRuntime(model_dir, device=device)
     model = runtime.model
-    placement = runtime._placement
+    placement = runtime.placement
     return Subject(
         runtime.model_id,
         model,

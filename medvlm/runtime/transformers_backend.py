@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from safetensors import SafetensorError
 
 from medvlm.budget import BudgetPolicy
 from medvlm.prompts.conversation import VICUNA_V1, ConversationTemplate, splice_image_tokens
@@ -27,7 +28,7 @@ from medvlm.runtime.checkpoint import (
 )
 from medvlm.runtime.config import DEFAULT_TOKEN_BUDGET, DType, Quantization, RuntimeConfig
 from medvlm.runtime.devices import Placement, resolve_placement
-from medvlm.runtime.errors import CheckpointConfigError, CheckpointError
+from medvlm.runtime.errors import CheckpointConfigError, CheckpointError, RuntimeConfigError
 from medvlm.runtime.visual import VisualInput, build_visual_input
 
 __all__ = ["TransformersRuntime"]
@@ -119,9 +120,14 @@ class TransformersRuntime:
         self._newline_id = self._separator_id(_NEWLINE_TOKENS, "newline")
         self._comma_id = self._separator_id(_COMMA_TOKENS, "comma")
         with _timed(self._timings_load, "weights_ms"):
-            self._model: Any = tf.LlavaForConditionalGeneration.from_pretrained(
-                self._dir, local_files_only=True, **self._load_kwargs()
-            )
+            try:
+                self._model: Any = tf.LlavaForConditionalGeneration.from_pretrained(
+                    self._dir, local_files_only=True, **self._load_kwargs()
+                )
+            except (OSError, ValueError, SafetensorError) as exc:
+                raise CheckpointError(
+                    f"cannot load the weights from {str(self._dir)!r}: {exc}"
+                ) from exc
             if self._placement.quantization is Quantization.NONE:
                 self._model.to(self._placement.device)
             self._model.eval()
@@ -188,6 +194,11 @@ class TransformersRuntime:
         return self._model
 
     @property
+    def placement(self) -> Placement:
+        """Device, dtype and quantization the model runs with."""
+        return self._placement
+
+    @property
     def load_timings_ms(self) -> dict[str, float]:
         return dict(self._timings_load)
 
@@ -217,6 +228,8 @@ class TransformersRuntime:
         max_new_tokens: int = 256,
     ) -> GenerationResult:
         """Greedy answer to ``instruction`` about ``image`` (H x W uint8), unverified AI output."""
+        if max_new_tokens < 1:
+            raise RuntimeConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         timings: dict[str, float] = {}
         new_tokens = min(max_new_tokens, self._max_new_tokens)
         prompt = self._template.render(instruction, image=image is not None)

@@ -212,3 +212,17 @@ def test_cuda_fp16_sdpa(tiny_checkpoint: Path) -> None:
     first = runtime.generate(image, INSTRUCTION, max_new_tokens=4)
     assert first.text == runtime.generate(image, INSTRUCTION, max_new_tokens=4).text
     assert first.visual_tokens == cpu.generate(image, INSTRUCTION, max_new_tokens=4).visual_tokens
+
+
+def test_corrupt_weights_and_bad_token_count_are_clear(
+    tiny_checkpoint: Path, tmp_path: Path, tiny_runtime: Any
+) -> None:
+    from medvlm.runtime import RuntimeConfigError
+
+    copy = tmp_path / "corrupt"
+    shutil.copytree(tiny_checkpoint, copy)
+    (copy / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot load the weights"):
+        TransformersRuntime(copy, device="cpu")
+    with pytest.raises(RuntimeConfigError, match="max_new_tokens must be >= 1"):
+        tiny_runtime.generate(None, "x", max_new_tokens=0)
