@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import re
 from datetime import date, datetime, time
+from functools import lru_cache
+from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, DT, TM
@@ -14,6 +17,8 @@ from dicom_io.instance import HeaderFacts, JSONValue
 
 __all__ = [
     "SELECTION_KEYWORDS",
+    "Elements",
+    "HeaderView",
     "dataset_attributes",
     "header_facts",
     "int_value",
@@ -49,6 +54,40 @@ SELECTION_KEYWORDS: tuple[str, ...] = (
     "BurnedInAnnotation",
     "Manufacturer",
 )
+
+
+class HeaderView:
+    """Cached read access to a Dataset's top-level elements by keyword.
+
+    Validation, header facts, attributes and eligibility read some elements several times; going
+    through pydicom's keyword lookup each time costs more than the rest of the header work.
+    """
+
+    __slots__ = ("_cache", "_ds")
+
+    def __init__(self, ds: Dataset) -> None:
+        self._ds = ds
+        self._cache: dict[str, Any] = {}
+
+    def get(self, keyword: str) -> Any:
+        """The element's value, or None when absent."""
+        try:
+            return self._cache[keyword]
+        except KeyError:
+            pass
+        tag = _tag(keyword)
+        value = self._ds[tag].value if tag is not None and tag in self._ds else None
+        self._cache[keyword] = value
+        return value
+
+
+Elements = Dataset | HeaderView
+
+
+@lru_cache(maxsize=512)
+def _tag(keyword: str) -> int | None:
+    return tag_for_keyword(keyword)
+
 
 _PORTABLE = re.compile(r"\b(PORT(ABLE)?|BEDSIDE|MOBILE|PORTATIL)\b", re.IGNORECASE)
 _AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
@@ -89,7 +128,7 @@ def _empty(value: JSONValue) -> bool:
     return value is None or value == "" or value == []
 
 
-def text_value(ds: Dataset, keyword: str) -> str | None:
+def text_value(ds: Elements, keyword: str) -> str | None:
     """The element's value as stripped text, or None when absent or empty."""
     value = ds.get(keyword)
     if value is None:
@@ -104,7 +143,7 @@ def text_value(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
-def int_value(ds: Dataset, keyword: str) -> int | None:
+def int_value(ds: Elements, keyword: str) -> int | None:
     value = ds.get(keyword)
     if isinstance(value, MultiValue | list | tuple):
         value = value[0] if len(value) else None
@@ -114,7 +153,7 @@ def int_value(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
-def _view_code(ds: Dataset) -> tuple[str | None, str | None]:
+def _view_code(ds: Elements) -> tuple[str | None, str | None]:
     """(ViewPosition equivalent, CodeMeaning) from the first item of ViewCodeSequence."""
     seq = ds.get("ViewCodeSequence")
     if not seq:
@@ -134,7 +173,7 @@ def _view_code(ds: Dataset) -> tuple[str | None, str | None]:
     return view, meaning
 
 
-def dataset_attributes(ds: Dataset) -> dict[str, JSONValue]:
+def dataset_attributes(ds: Elements) -> dict[str, JSONValue]:
     """The JSON-serialisable attributes series selection works on (absent or empty ones left out).
 
     Adds ``ViewCodeMeaning`` (from ViewCodeSequence) so rules can fall back on it when ViewPosition
@@ -142,9 +181,10 @@ def dataset_attributes(ds: Dataset) -> dict[str, JSONValue]:
     """
     out: dict[str, JSONValue] = {}
     for keyword in SELECTION_KEYWORDS:
-        if keyword not in ds:
+        raw = ds.get(keyword)
+        if raw is None:
             continue
-        value = _json(ds[keyword].value)
+        value = _json(raw)
         if not _empty(value):
             out[keyword] = value
     _, meaning = _view_code(ds)
@@ -163,7 +203,7 @@ def parse_age(age: str | None) -> float | None:
     return round(int(match.group(1)) * _AGE_UNIT_YEARS[match.group(2).upper()], 4)
 
 
-def _date(ds: Dataset, keyword: str) -> date | None:
+def _date(ds: Elements, keyword: str) -> date | None:
     text = text_value(ds, keyword)
     if text is None:
         return None
@@ -174,7 +214,7 @@ def _date(ds: Dataset, keyword: str) -> date | None:
     return parsed if isinstance(parsed, date) else None
 
 
-def _age_from_dates(ds: Dataset) -> float | None:
+def _age_from_dates(ds: Elements) -> float | None:
     birth = _date(ds, "PatientBirthDate")
     when = _date(ds, "StudyDate") or _date(ds, "AcquisitionDate") or _date(ds, "ContentDate")
     if birth is None or when is None or when < birth:
@@ -182,7 +222,7 @@ def _age_from_dates(ds: Dataset) -> float | None:
     return round((when - birth).days / 365.25, 4)
 
 
-def _acquisition_datetime(ds: Dataset) -> datetime | None:
+def _acquisition_datetime(ds: Elements) -> datetime | None:
     text = text_value(ds, "AcquisitionDateTime")
     if text is not None:
         try:
@@ -211,7 +251,7 @@ def _acquisition_datetime(ds: Dataset) -> datetime | None:
     return None
 
 
-def _portable(ds: Dataset, view: str | None) -> bool | None:
+def _portable(ds: Elements, view: str | None) -> bool | None:
     for keyword in (
         "StudyDescription",
         "SeriesDescription",
@@ -226,7 +266,7 @@ def _portable(ds: Dataset, view: str | None) -> bool | None:
     return None
 
 
-def header_facts(ds: Dataset) -> HeaderFacts:
+def header_facts(ds: Elements) -> HeaderFacts:
     """The typed header facts of ``ds``; malformed optional values become None, never an error."""
     sex = (text_value(ds, "PatientSex") or "").upper()
     view = (text_value(ds, "ViewPosition") or "").upper() or None

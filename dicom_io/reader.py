@@ -37,7 +37,14 @@ from dicom_io.errors import (
     TruncatedFileError,
     UnsupportedTransferSyntaxError,
 )
-from dicom_io.header import dataset_attributes, header_facts, int_value, text_value
+from dicom_io.header import (
+    Elements,
+    HeaderView,
+    dataset_attributes,
+    header_facts,
+    int_value,
+    text_value,
+)
 from dicom_io.instance import DicomInstance, Eligibility, InstanceKind
 
 __all__ = ["ParsedInstance", "decode_pixels", "parse", "read_instance"]
@@ -202,7 +209,7 @@ def _kind(sop_class: str, has_pixels: bool) -> InstanceKind:
     return InstanceKind.OTHER
 
 
-def _require_uid(ds: Dataset, keyword: str) -> str:
+def _require_uid(ds: Elements, keyword: str) -> str:
     value = text_value(ds, keyword)
     if value is None:
         raise MissingElementError(
@@ -221,7 +228,7 @@ def _require_uid(ds: Dataset, keyword: str) -> str:
     return value
 
 
-def _validate_image(ds: Dataset, pixel_keyword: str | None) -> None:
+def _validate_image(ds: Elements, pixel_keyword: str | None) -> None:
     for keyword in _REQUIRED_IMAGE:
         if text_value(ds, keyword) is None:
             raise MissingElementError(
@@ -242,7 +249,7 @@ def _validate_image(ds: Dataset, pixel_keyword: str | None) -> None:
         )
 
 
-def _eligibility(ds: Dataset, kind: InstanceKind, sop_class: str) -> Eligibility:
+def _eligibility(ds: Elements, kind: InstanceKind, sop_class: str) -> Eligibility:
     if kind is not InstanceKind.IMAGE:
         return Eligibility(False, (f"not an image ({kind.value.replace('_', ' ')})",))
     reasons: list[str] = []
@@ -322,11 +329,12 @@ def _meta_transfer_syntax(ds: Dataset) -> str:
     return ts
 
 
-def _build(ds: Dataset, pixel: _PixelElement | None) -> DicomInstance:
-    ts = _meta_transfer_syntax(ds)
+def _build(dataset: Dataset, pixel: _PixelElement | None) -> DicomInstance:
+    ts = _meta_transfer_syntax(dataset)
+    ds = HeaderView(dataset)
     uids = {keyword: _require_uid(ds, keyword) for keyword in _REQUIRED_UIDS}
     if pixel is None:  # full parse (or deflated): look at the data set itself
-        present = next((kw for kw in _PIXEL_TAGS.values() if kw in ds), None)
+        present = next((kw for kw in _PIXEL_TAGS.values() if kw in dataset), None)
         pixel = _PixelElement(present)
     kind = _kind(uids["SOPClassUID"], pixel.keyword is not None)
     if kind is InstanceKind.IMAGE:
@@ -364,9 +372,8 @@ def parse(source: Source, *, full: bool) -> ParsedInstance:
         raise TypeError(f"source must be bytes or pathlib.Path, not {type(source).__name__}")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # pydicom warns (with values) about non-conformant elements
+            # pydicom warns (with the values) about non-conformant elements: keep PHI out of logs.
+            warnings.simplefilter("ignore")
             ds, pixel = _read_dataset(source, full=full)
             instance = _build(ds, pixel)
     except DicomIOError:
