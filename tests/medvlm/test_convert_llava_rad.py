@@ -93,9 +93,9 @@ def published(tmp_path_factory: pytest.TempPathFactory, offline_guard: None) -> 
 
     vision: Any = Dinov2Model(
         Dinov2Config(
-            hidden_size=64,
+            hidden_size=128,
             num_hidden_layers=3,
-            num_attention_heads=1,
+            num_attention_heads=2,
             mlp_ratio=2,
             image_size=518,
             patch_size=14,
@@ -118,7 +118,7 @@ def published(tmp_path_factory: pytest.TempPathFactory, offline_guard: None) -> 
     )
 
     projector = {
-        "0.weight": torch.randn(32, 64).half().float(),
+        "0.weight": (torch.randn(32, 128) * 0.5).half().float(),
         "0.bias": torch.randn(32).half().float(),
         "2.weight": (torch.randn(32, 32) * 0.2).half().float(),
         "2.bias": torch.randn(32).half().float(),
@@ -186,6 +186,66 @@ def test_image_features_match_direct_computation_from_source(published: dict[str
         got = runtime.model.model.get_image_features(pixel_values=pixels).pooler_output
     assert got[0].shape == (37 * 37, 32)
     torch.testing.assert_close(got[0], expected[0], rtol=1e-4, atol=1e-4)
+
+
+def _timm_vit_features(
+    trunk: dict[str, torch.Tensor], pixels: torch.Tensor, heads: int
+) -> torch.Tensor:
+    """timm ViT (DINOv2 style, LayerScale) forward written from timm's semantics, on timm keys.
+
+    Returns the output of the second-to-last block without CLS (what LLaVA-Rad feeds the
+    projector); the final norm is never applied.
+    """
+    w = trunk
+    x = functional.conv2d(
+        pixels, w["patch_embed.proj.weight"], w["patch_embed.proj.bias"], stride=14
+    )
+    x = x.flatten(2).transpose(1, 2)
+    x = torch.cat([w["cls_token"].expand(x.shape[0], -1, -1), x], dim=1) + w["pos_embed"]
+    blocks = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
+    batch, n, dim = x.shape
+    for i in range(blocks - 1):
+        b = f"blocks.{i}."
+        h = functional.layer_norm(x, (dim,), w[b + "norm1.weight"], w[b + "norm1.bias"], 1e-6)
+        qkv = functional.linear(h, w[b + "attn.qkv.weight"], w[b + "attn.qkv.bias"])
+        q, k, v = qkv.reshape(batch, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+        attn = functional.scaled_dot_product_attention(q, k, v)
+        attn = attn.transpose(1, 2).reshape(batch, n, dim)
+        attn = functional.linear(attn, w[b + "attn.proj.weight"], w[b + "attn.proj.bias"])
+        x = x + w[b + "ls1.gamma"] * attn
+        h = functional.layer_norm(x, (dim,), w[b + "norm2.weight"], w[b + "norm2.bias"], 1e-6)
+        h = functional.linear(h, w[b + "mlp.fc1.weight"], w[b + "mlp.fc1.bias"])
+        h = functional.linear(functional.gelu(h), w[b + "mlp.fc2.weight"], w[b + "mlp.fc2.bias"])
+        x = x + w[b + "ls2.gamma"] * h
+    return x[:, 1:]
+
+
+def test_image_features_match_a_timm_forward_of_the_published_trunk(
+    published: dict[str, Any],
+) -> None:
+    """Independent of the key map: the reference computation reads the timm-named weights."""
+    state = torch.load(published["llava"] / "biomedclipcxr_518_checkpoint.pt", weights_only=True)[
+        "state_dict"
+    ]
+    trunk = {
+        k.removeprefix("module.visual.trunk."): v
+        for k, v in state.items()
+        if k.startswith("module.visual.trunk.")
+    }
+    non_lora = torch.load(published["llava"] / "non_lora_trainables.bin", weights_only=True)
+    p = {k.removeprefix("base_model.model.model.mm_projector."): v for k, v in non_lora.items()}
+    torch.manual_seed(6)
+    pixels = torch.randn(1, 3, 518, 518)
+    with torch.no_grad():
+        hidden = _timm_vit_features(trunk, pixels, heads=2)
+        expected = functional.linear(
+            functional.gelu(functional.linear(hidden, p["0.weight"], p["0.bias"])),
+            p["2.weight"],
+            p["2.bias"],
+        )
+        runtime = TransformersRuntime(published["out"], device="cpu")
+        got = runtime.model.model.get_image_features(pixel_values=pixels).pooler_output[0]
+    torch.testing.assert_close(got, expected[0], rtol=1e-4, atol=1e-4)
 
 
 def test_lora_is_merged_in_fp32_with_alpha_over_r(published: dict[str, Any]) -> None:
