@@ -79,6 +79,8 @@ _TOP_MAP = {
     "norm.bias": "layernorm.bias",
 }
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
+UNUSED_TRUNK_PREFIXES = ("head.", "fc_norm.", "attn_pool.")
+"""Trunk modules after the blocks (pooling head): LLaVA-Rad never uses them; dropped."""
 
 
 def _require_file(path: Path, what: str) -> Path:
@@ -110,11 +112,15 @@ def timm_to_dinov2(trunk: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     """Map a timm ``vit_*_dinov2`` trunk state dict to ``Dinov2Model`` names.
 
     ``blocks.i.attn.qkv`` is split in three (q, k, v), LayerScale ``gamma`` becomes ``lambda1``.
-    ``mask_token`` (absent in timm) is zero. Unknown keys raise ``ConversionError``.
+    ``mask_token`` (absent in timm) is zero. The pooling head (``head``, ``fc_norm``,
+    ``attn_pool``) is dropped; any other unknown key (e.g. ``reg_token``: registers change the
+    token sequence) raises ``ConversionError``.
     """
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
     for key, value in trunk.items():
+        if key.startswith(UNUSED_TRUNK_PREFIXES):
+            continue
         if key in _TOP_MAP:
             out[_TOP_MAP[key]] = value
             continue
@@ -447,6 +453,7 @@ def convert_llava_rad(
         "image_token": {"token": IMAGE_PLACEHOLDER, "id": image_id},
         "vision": {
             "trunk_keys": len(trunk),
+            "dropped_trunk_keys": sorted(k for k in trunk if k.startswith(UNUSED_TRUNK_PREFIXES)),
             "image_size": vision_config.image_size,
             "patch_size": vision_config.patch_size,
             "layers": vision_config.num_hidden_layers,

@@ -112,6 +112,7 @@ def published(tmp_path_factory: pytest.TempPathFactory, offline_guard: None) -> 
     trunk = _dinov2_to_timm(vision.state_dict(), 3)
     state = {f"module.visual.trunk.{k}": v.clone() for k, v in trunk.items()}
     state["module.text.proj"] = torch.zeros(4, 4)  # the text tower is ignored
+    state["module.visual.trunk.fc_norm.weight"] = torch.ones(128)  # unused pooling head
     torch.save(
         {"epoch": 3, "name": "biomedclip", "state_dict": state},
         llava_dir / "biomedclipcxr_518_checkpoint.pt",
@@ -297,6 +298,7 @@ def test_receipt_records_source_hashes_and_versions(published: dict[str, Any]) -
         path = published["llava"] / name
         assert sources[str(path)]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert receipt["libraries"]["transformers"] == transformers.__version__
+    assert receipt["vision"]["dropped_trunk_keys"] == ["fc_norm.weight"]
     assert receipt["lora"] == {"r": R, "alpha": ALPHA, "scale": ALPHA / R, "merged_weights": 14}
     runtime = TransformersRuntime(published["out"], device="cpu")
     assert runtime.provenance()["weights_sha256"] == receipt["weights_sha256"]
