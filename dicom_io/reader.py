@@ -84,6 +84,7 @@ _SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 _RADIOGRAPH_MODALITIES = {"CR", "DX"}
 _CHEST = re.compile(r"CHEST|THORAX|LUNG", re.IGNORECASE)
 _MAX_DETAIL = 200
+_DEFER_SIZE = "256 KB"
 # Never converted: interpreter control flow.
 _NOT_OURS = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
@@ -172,7 +173,14 @@ def _peek_pixel_element(fp: BinaryIO, size: int, ds: Dataset) -> _PixelElement:
 def _read_dataset(source: Source, *, full: bool) -> tuple[Dataset, _PixelElement | None]:
     with _open(source) as (fp, size):
         try:
-            ds = dcmread(fp, stop_before_pixels=not full, force=False)
+            # Header-only: stop at the pixel data and seek over any other large value (overlays,
+            # private blobs, ICC profiles); pydicom reads a deferred value back on access.
+            ds = dcmread(
+                fp,
+                stop_before_pixels=not full,
+                defer_size=None if full else _DEFER_SIZE,
+                force=False,
+            )
         except PydicomInvalidDicomError as exc:
             raise NotDicomError(
                 "Unable to read the input as DICOM: it lacks the 128-byte preamble and 'DICM' "
