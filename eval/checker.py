@@ -6,8 +6,11 @@ Keeping these calls together means the evaluation follows the checker's own sent
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
+import medvlm
 from eval.errors import EvalError
 from eval.records import JSONDict, LabelledRow
 from medvlm.checking import RULESET_VERSION, Checker, HeaderFacts
@@ -68,10 +71,32 @@ def default_checker() -> Checker:
     return Checker(runtime=None)
 
 
+_CODE_PACKAGES = ("checking", "reports", "prompts")
+_CODE_SUFFIXES = (".py", ".json", ".yaml", ".yml", ".txt")
+
+
+def checker_code_sha256() -> str:
+    """SHA-256 over medvlm's checking, report parsing and prompt sources and data files.
+
+    Part of the cache key, so edited rules are never answered from a stale cache even when
+    nobody bumped ``RULESET_VERSION``.
+    """
+    root = Path(medvlm.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for package in _CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            if path.is_file() and path.suffix in _CODE_SUFFIXES:
+                digest.update(path.relative_to(root).as_posix().encode())
+                digest.update(b"\0")
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def describe_checker(checker: Checker) -> dict[str, Any]:
-    """What determines the checker's answers: ruleset, knowledge base and configuration."""
+    """What determines the checker's answers: ruleset, knowledge base, configuration, code."""
     return {
         "ruleset_version": RULESET_VERSION,
         "kb_version": checker.kb.version,
         "config": checker.config.to_dict(),
+        "code_sha256": checker_code_sha256(),
     }

@@ -103,3 +103,13 @@ def test_http_runner_reports_refused_key_and_unreachable_service() -> None:
         runner.check(_rows(1)[0])
     with pytest.raises(RunnerError, match="needs an API key"):
         HttpRunner("http://radcheck", "")
+
+
+def test_in_process_configuration_names_rules_kb_config_and_code() -> None:
+    from eval.runners import InProcessRunner, config_hash
+
+    runner = InProcessRunner()
+    described = runner.describe()
+    assert {"ruleset_version", "kb_version", "config", "code_sha256"} <= set(described)
+    assert len(described["code_sha256"]) == 64
+    assert config_hash(runner) == config_hash(InProcessRunner())
