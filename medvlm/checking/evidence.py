@@ -25,6 +25,11 @@ class Item:
         return self.mention.presence is Presence.PRESENT and not self.mention.historical
 
     @property
+    def described(self) -> bool:
+        """Asserted or hedged (not denied, not history): its attributes can be compared."""
+        return self.mention.presence is not Presence.ABSENT and not self.mention.historical
+
+    @property
     def denied(self) -> bool:
         return self.mention.presence is Presence.ABSENT and not self.mention.historical
 

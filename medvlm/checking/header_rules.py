@@ -28,8 +28,10 @@ _AGE_RE = re.compile(
     re.I,
 )
 _VIEW_RE = re.compile(
-    r"(?<![\w])(?P<pa>pa|posteroanterior|postero-anterior)(?![\w])|"
-    r"(?<![\w])(?P<ap>ap|anteroposterior|antero-posterior)(?![\w])|"
+    r"(?<![\w])(?:(?P<pa>pa|posteroanterior|postero-anterior)|(?P<ap>ap|anteroposterior|"
+    r"antero-posterior))(?:,? and lateral| upright| erect| semi-?erect| supine| portable)?"
+    r"\s+(?:views?|projections?|technique|radiographs?|films?|images?|chest)(?![\w])|"
+    r"(?<![\w])(?:(?P<pa2>pa)|(?P<ap2>ap)) and lateral(?![\w])|"
     r"(?<![\w])(?P<portable>portable|bedside|supine)(?![\w])",
     re.I,
 )
@@ -166,7 +168,7 @@ class HeaderRules:
             if section is None:
                 continue
             for sentence in section.sentences:
-                found = {m.lastgroup for m in _VIEW_RE.finditer(sentence.text)}
+                found = {(m.lastgroup or "").rstrip("2") for m in _VIEW_RE.finditer(sentence.text)}
                 stated = {v.upper() for v in found if v in ("pa", "ap")}
                 if view in _FRONTAL and stated and view not in stated:
                     yield self._flag(

@@ -21,33 +21,13 @@ __all__ = ["TEXT_RULESET_VERSION", "TextRules"]
 
 TEXT_RULESET_VERSION = "1.0"
 _COMPARED = (SectionName.FINDINGS, SectionName.IMPRESSION)
-_DENIAL_QUALIFIERS = frozenset(
+# A denial with one of these words leaves room for the asserted finding ("no new consolidation",
+# "no displaced rib fracture", "no other nodules", "no XXXX opacity"), unless the assertion has it too.
+_WEAK_DENIAL = frozenset(
     [
-        "large",
-        "significant",
-        "sizable",
-        "gross",
-        "overt",
-        "frank",
-        "definite",
-        "definitive",
         "new",
-        "focal",
-        "dense",
-        "confluent",
-        "displaced",
-        "visible",
-        "obvious",
-        "appreciable",
-        "discrete",
-        "convincing",
-        "substantial",
         "acute",
-        "lobar",
-        "segmental",
-        "suspicious",
-        "typical",
-        "free",
+        "displaced",
         "other",
         "additional",
         "further",
@@ -72,6 +52,34 @@ _DENIAL_QUALIFIERS = frozenset(
         "shoulder",
         "wrist",
         "hand",
+        "large",
+        "significant",
+        "sizable",
+        "gross",
+        "substantial",
+    ]
+)
+# A broader denial ("no focal airspace disease") with one of these words does not deny a narrower
+# finding described differently ("patchy consolidation" is not "focal airspace disease").
+_WEAK_BROAD_DENIAL = frozenset(
+    [
+        "focal",
+        "dense",
+        "confluent",
+        "lobar",
+        "segmental",
+        "discrete",
+        "visible",
+        "obvious",
+        "appreciable",
+        "overt",
+        "frank",
+        "convincing",
+        "suspicious",
+        "typical",
+        "definite",
+        "definitive",
+        "free",
     ]
 )
 _CHRONIC = frozenset(
@@ -157,9 +165,13 @@ class TextRules:
         n, p = denial.mention, asserted.mention
         if "otherwise" in n.qualifiers or _redacted_before(asserted):
             return True
-        if (n.qualifiers & _DENIAL_QUALIFIERS) - p.qualifiers:
+        narrow = n.concept == p.concept and not self._kb[p.concept].broad
+        weak = _WEAK_DENIAL if narrow else _WEAK_DENIAL | _WEAK_BROAD_DENIAL
+        if (n.qualifiers & weak) - p.qualifiers:
             return True
-        if n.grades and (not p.grades or not (n.grades & p.grades)):
+        if n.grades and max(n.grades) == 3 and not (n.grades & p.grades):
+            return True  # "no large effusion" allows a small one
+        if n.grades and p.grades and not (n.grades & p.grades):
             return True
         if n.concept in _GENERIC_PARENTS:
             chronic = bool(p.qualifiers & _CHRONIC) or p.interval == "unchanged"
@@ -185,7 +197,11 @@ class TextRules:
                 if not self._denies(n, p):
                     continue
                 generic = n.mention.concept != p.mention.concept
-                others = [i for i in items if i is not p and i is not n]
+                others = [
+                    i
+                    for i in items
+                    if i.sentence is not p.sentence and i.sentence is not n.sentence
+                ]
                 for_p = sum(
                     1
                     for i in others
@@ -234,8 +250,10 @@ class TextRules:
     # -- cross-section attribute conflicts ------------------------------------------------------
 
     def _pairs(self, items: list[Item], same_group: bool) -> Iterator[tuple[Item, Item]]:
-        f_items = [i for i in items if i.section is SectionName.FINDINGS and i.asserted]
-        i_items = [i for i in items if i.section is SectionName.IMPRESSION and i.asserted]
+        """FINDINGS x IMPRESSION mentions that are not denied (asserted or hedged: a hedged
+        finding still has a side and a grade that must agree)."""
+        f_items = [i for i in items if i.section is SectionName.FINDINGS and i.described]
+        i_items = [i for i in items if i.section is SectionName.IMPRESSION and i.described]
         for a in f_items:
             for b in i_items:
                 if same_group:
@@ -266,9 +284,9 @@ class TextRules:
             group = [
                 i
                 for i in items
-                if i is not a
-                and i is not b
-                and i.asserted
+                if i.sentence is not a.sentence
+                and i.sentence is not b.sentence
+                and i.described
                 and kb.same_side_group(i.mention.concept, a.mention.concept)
                 and i.mention.laterality is not None
             ]
@@ -308,9 +326,9 @@ class TextRules:
             same = [
                 i
                 for i in items
-                if i is not a
-                and i is not b
-                and i.asserted
+                if i.sentence is not a.sentence
+                and i.sentence is not b.sentence
+                and i.described
                 and i.mention.concept == a.mention.concept
                 and i.mention.grades
             ]
@@ -345,9 +363,9 @@ class TextRules:
             group = [
                 i
                 for i in items
-                if i is not a
-                and i is not b
-                and i.asserted
+                if i.sentence is not a.sentence
+                and i.sentence is not b.sentence
+                and i.described
                 and kb.same_side_group(i.mention.concept, a.mention.concept)
                 and _zones(i)
             ]

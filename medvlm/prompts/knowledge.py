@@ -84,6 +84,7 @@ class Finding:
     excludes: frozenset[str] = frozenset()
     acute: bool = False
     critical: bool = False
+    broad: bool = False
     side_group: str | None = None
     sex_specific: str | None = None
     radlex: str | None = None
@@ -233,6 +234,7 @@ def _parse_finding(raw: Any, index: int, source_keys: set[str]) -> Finding:
         excludes=frozenset(_strings(raw.get("excludes"), f"{where}.excludes")),
         acute=bool(raw.get("acute", False)),
         critical=bool(raw.get("critical", False)),
+        broad=bool(raw.get("broad", False)),
         side_group=raw.get("side_group"),
         sex_specific=sex,
         radlex=raw.get("radlex"),

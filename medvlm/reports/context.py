@@ -61,6 +61,12 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
     ),
     (r"not (?:only|necessarily)", _PSEUDO, _F),
     (
+        r"not (?:seen|visualized|present|identified|appreciated) (?:on|in) (?:the |any )?"
+        r"(?:prior|previous|earlier|older|outside)",
+        _PSEUDO,
+        _F,
+    ),
+    (
         r"no (?:longer )?(?:evidence|signs?|findings?) (?:of|to suggest|suggest(?:ive|ing) of)",
         _NEG,
         _F,
@@ -82,7 +88,7 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
     (r"resolved", _NEG, _BI),
     (
         r"(?:is|are|was|were) not (?:\w+ )?(?:seen|identified|visualized|present|demonstrated|"
-        r"appreciated|evident|noted|detected|visible|apparent|excluded|enlarged)",
+        r"appreciated|evident|noted|detected|visible|apparent|enlarged)",
         _NEG,
         _B,
     ),
