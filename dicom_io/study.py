@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from dicom_io.instance import DicomInstance
 
@@ -19,14 +19,19 @@ __all__ = ["group_by_study", "study_ready"]
 def study_ready(last_instance_at: datetime, now: datetime, quiet_period: timedelta) -> bool:
     """True once ``quiet_period`` has passed since the study's last instance arrived.
 
-    A study is never ready on its first instance alone (``quiet_period`` must be positive), and
-    timezone-aware and naive datetimes cannot be mixed.
+    A study is never ready on its first instance alone (``quiet_period`` must be positive). When
+    one datetime is naive and the other aware (SQLite returns naive values for timezone-aware
+    columns), the naive one is taken as UTC.
     """
     if quiet_period <= timedelta(0):
         raise ValueError(f"quiet_period must be positive, got {quiet_period}")
     if (last_instance_at.tzinfo is None) != (now.tzinfo is None):
-        raise ValueError("last_instance_at and now must both be timezone-aware or both naive")
+        last_instance_at, now = _as_utc(last_instance_at), _as_utc(now)
     return now - last_instance_at >= quiet_period
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def group_by_study(

@@ -35,8 +35,13 @@ def test_late_instance_reopens_the_study() -> None:
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="quiet_period must be positive"):
         study_ready(T0, T0, timedelta(0))
-    with pytest.raises(ValueError, match="timezone-aware"):
-        study_ready(T0.replace(tzinfo=None), T0, QUIET)
+
+
+def test_naive_datetime_from_the_database_is_taken_as_utc() -> None:
+    naive = T0.replace(tzinfo=None)  # what SQLite gives back for a timezone-aware column
+    assert not study_ready(naive, T0 + QUIET / 2, QUIET)
+    assert study_ready(naive, T0 + QUIET, QUIET)
+    assert study_ready(T0, (T0 + QUIET).replace(tzinfo=None), QUIET)
 
 
 def test_group_by_study_and_series() -> None:
