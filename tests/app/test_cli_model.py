@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +12,18 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from app.cli.model import AI_LABEL, model_cli
-from tests.medvlm.test_runtime_helpers import offline_guard
+from tests.medvlm.test_runtime_helpers import network_guard, offline_guard
 
 __all__ = ["offline_guard"]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory, offline_guard: None) -> dict[str, Path]:
+def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    with network_guard():
+        yield _make_files(tmp_path_factory)
+
+
+def _make_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli")
     image = root / "film.png"
     rng = np.random.default_rng(11)

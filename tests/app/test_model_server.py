@@ -16,7 +16,12 @@ import uvicorn
 
 from app.model_server import create_model_server
 from medvlm.runtime import NullRuntime, OpenAIRuntime, RemoteModelError
-from tests.medvlm.test_runtime_helpers import offline_guard, tiny_checkpoint, tiny_runtime
+from tests.medvlm.test_runtime_helpers import (
+    network_guard,
+    offline_guard,
+    tiny_checkpoint,
+    tiny_runtime,
+)
 
 __all__ = ["offline_guard", "tiny_checkpoint", "tiny_runtime"]
 
@@ -54,7 +59,7 @@ class _Server:
 
 @pytest.fixture(scope="module")
 def server_url(tiny_runtime: Any) -> Iterator[str]:
-    with _Server(tiny_runtime) as url:
+    with network_guard(), _Server(tiny_runtime) as url:
         yield url
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch.nn import functional
 
 from medvlm.convert import convert_llava_rad, timm_to_dinov2
 from medvlm.runtime import ConversionError, TransformersRuntime
-from tests.medvlm.test_runtime_helpers import offline_guard
+from tests.medvlm.test_runtime_helpers import network_guard, offline_guard
 
 __all__ = ["offline_guard"]
 
@@ -57,7 +58,12 @@ def _dinov2_to_timm(sd: dict[str, torch.Tensor], layers: int) -> dict[str, torch
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory, offline_guard: None) -> dict[str, Any]:
+def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with network_guard():
+        yield _build_and_convert(tmp_path_factory)
+
+
+def _build_and_convert(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from transformers import (
         Dinov2Config,
         Dinov2Model,

@@ -1,7 +1,9 @@
 """Shared fixtures of the runtime, converter, server and CLI tests (imported by those modules).
 
-``offline_guard`` sets the hub offline switches and refuses any socket connection that is not to
-the loopback interface, so a test that would reach the network fails instead.
+``offline_guard`` (autouse in every module that imports it) and ``network_guard`` (for module and
+session fixtures) set the hub offline switches and refuse any socket connection that is not to the
+loopback interface, so a test that would reach the network fails instead. The guard is scoped to
+those tests: other packages' tests are not affected.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +57,9 @@ def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def offline_guard() -> Iterator[None]:
-    """Hub offline + a socket guard for the whole session of these tests."""
+@contextmanager
+def network_guard() -> Iterator[None]:
+    """Hub offline switches + refuse every non-loopback connection, while the block runs."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("TRANSFORMERS_OFFLINE", "1")
@@ -66,12 +69,20 @@ def offline_guard() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def offline_guard() -> Iterator[None]:
+    """Every test of a module that imports this fixture runs offline (and only there)."""
+    with network_guard():
+        yield
+
+
 @pytest.fixture(scope="session")
-def tiny_checkpoint(offline_guard: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny LLaVA-Rad-shaped checkpoint per session (seed 0)."""
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny LLaVA-Rad-shaped checkpoint per session (seed 0), built offline."""
     from medvlm.tiny import init_tiny_checkpoint
 
-    return init_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
+    with network_guard():
+        return init_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -79,10 +90,11 @@ def tiny_runtime(tiny_checkpoint: Path) -> Any:
     """The tiny checkpoint loaded by the transformers backend on CPU, slicing off."""
     from medvlm.runtime import TransformersRuntime
 
-    return TransformersRuntime(tiny_checkpoint, device="cpu")
+    with network_guard():
+        return TransformersRuntime(tiny_checkpoint, device="cpu")
 
 
-def test_guard_blocks_the_network(offline_guard: None) -> None:
+def test_guard_blocks_the_network() -> None:
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert os.environ["TRANSFORMERS_OFFLINE"] == "1"
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
