@@ -226,3 +226,10 @@ def test_corrupt_weights_and_bad_token_count_are_clear(
         TransformersRuntime(copy, device="cpu")
     with pytest.raises(RuntimeConfigError, match="max_new_tokens must be >= 1"):
         tiny_runtime.generate(None, "x", max_new_tokens=0)
+
+
+def test_explicit_float16_runs_on_cpu(tiny_checkpoint: Path) -> None:
+    runtime = TransformersRuntime(tiny_checkpoint, device="cpu", dtype="float16")
+    assert runtime.model.dtype == torch.float16
+    result = runtime.generate(_film(500, 600), INSTRUCTION, max_new_tokens=3)
+    assert result.output_tokens == 3 and runtime.provenance()["dtype"] == "float16"
