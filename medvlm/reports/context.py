@@ -100,7 +100,6 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
     ),
     (r"without", _NEG, _F),
     (r"neither|nor", _NEG, _F),
-    (r"no|not", _NEG, _F),
     (
         r"(?:cannot|can not|can't) (?:be )?(?:entirely |completely |totally )?(?:excluded|ruled out)",
         _POS,
@@ -124,6 +123,7 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
         _POS,
         _BI,
     ),
+    (r"no|not", _NEG, _F),
     (r"history of|h/o|status post|s/p|post(?:-| )?surgical|previous(?:ly)?|prior", _HIST, _F),
     (
         r"rule out|r/o|evaluate for|evaluation (?:of|for)|assess(?:ment)? for|to exclude|"

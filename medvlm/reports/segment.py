@@ -47,7 +47,24 @@ _LIST_BREAK = re.compile(r"\n[ \t]*(?=(?:\d{1,2}[.)]|[-*\u2022])[ \t]+\S)")
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 _WS = re.compile(r"\s+")
 _ABBREVIATIONS = frozenset(
-    {"dr", "vs", "e.g", "i.e", "approx", "st", "mr", "mrs", "ms", "no", "fig", "cf", "etc", "ca"}
+    {
+        "dr",
+        "vs",
+        "e.g",
+        "i.e",
+        "approx",
+        "st",
+        "mr",
+        "mrs",
+        "ms",
+        "no",
+        "fig",
+        "cf",
+        "etc",
+        "ca",
+        "a.m",
+        "p.m",
+    }
 )
 _BOUNDARY = re.compile(r"[.!?]+(?=\s|$)")
 _LIST_MARKER = re.compile(r"(?:\(?\d{1,2}[.)]|[-*\u2022])\s+")
@@ -104,6 +121,9 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
         token = text[word_start : match.start()].lower()
         if token in _ABBREVIATIONS and end < n:
             continue
+        following = text[end : end + 2].strip()[:1]
+        if following.islower():
+            continue  # "... 2.5 p.m. about the" : a lower-case word continues the sentence
         if token.isdigit() and len(token) <= 2 and not text[start:word_start].strip():
             continue  # a list marker such as "1." at the start of a sentence
         spans.append((start, end))

@@ -1,0 +1,286 @@
+"""Text and header rules, fusion and the public result types, on reports written for the tests."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from medvlm.checking import (
+    Checker,
+    CheckerConfig,
+    CheckerConfigError,
+    CheckerInputError,
+    CheckResult,
+    Flag,
+    HeaderFacts,
+)
+from medvlm.errors import MedVLMError
+from medvlm.reports import ParsedReport, parse_report
+from medvlm.taxonomy import ComplexClass, ErrorSubtype, FlagSource, Severity
+
+CLEAN = [
+    (
+        "The heart is normal in size. The mediastinum is unremarkable. The lungs are clear. "
+        "No pleural effusion or pneumothorax.",
+        "No acute cardiopulmonary abnormality.",
+    ),
+    (
+        "Mild cardiomegaly. Small right pleural effusion with right basilar atelectasis. "
+        "No pneumothorax. Left lung is clear.",
+        "1. Mild cardiomegaly. 2. Small right pleural effusion and atelectasis.",
+    ),
+    (
+        "Heart size is normal. There is no focal airspace disease. Streaky bibasilar opacities "
+        "likely atelectasis. No large pleural effusion. Trace left pleural effusion.",
+        "No acute cardiopulmonary process. Bibasilar atelectasis.",
+    ),
+    (
+        "Right lower lobe consolidation. Lungs are otherwise clear. No pneumothorax. Stable "
+        "calcified granuloma in the left upper lobe.",
+        "Right lower lobe pneumonia.",
+    ),
+    (
+        "Cardiomegaly. Calcified granulomas. Degenerative changes of the thoracic spine.",
+        "No acute cardiopulmonary abnormality. Stable cardiomegaly.",
+    ),
+    (
+        "Right internal jugular central venous catheter with tip in the SVC. No pneumothorax.",
+        "Right IJ line tip in the SVC. No pneumothorax.",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def checker() -> Checker:
+    return Checker()
+
+
+def check(checker: Checker, findings: str, impression: str | None = None, **kw: str) -> CheckResult:
+    report = ParsedReport.from_sections(findings=findings, impression=impression, **kw)
+    return checker.check(report)
+
+
+def the_flag(result: CheckResult, subtype: ErrorSubtype) -> Flag:
+    found = [f for f in result.flags if f.subtype is subtype]
+    assert len(found) == 1, [f.to_dict() for f in result.flags]
+    return found[0]
+
+
+@pytest.mark.parametrize(("findings", "impression"), CLEAN)
+def test_clean_reports_get_no_flag(checker: Checker, findings: str, impression: str) -> None:
+    result = check(checker, findings, impression)
+    assert result.flags == (), [f.message for f in result.flags]
+    assert result.verdict_simple == "N"
+    assert result.verdict_complex is ComplexClass.ORIGINAL
+
+
+def test_side_flip_points_at_the_findings_sentence(checker: Checker) -> None:
+    result = check(checker, "Heart normal. Small left pneumothorax.", "Small right pneumothorax.")
+    flag = the_flag(result, ErrorSubtype.LATERALITY)
+    assert (flag.section, flag.sentence_index) == ("findings", 1)
+    assert flag.severity is Severity.CRITICAL  # side of a pneumothorax
+    assert flag.source is FlagSource.TEXT_RULE
+    assert flag.evidence["contradicts"]["text"] == "Small right pneumothorax."
+    assert "left" in flag.message and "right" in flag.message
+    assert result.verdict_simple == "Y" and result.verdict_complex is ComplexClass.SUBSTITUTE
+
+
+def test_side_of_a_line_is_critical(checker: Checker) -> None:
+    result = check(checker, "Left IJ central line tip in the SVC.", "Right IJ central line in SVC.")
+    assert the_flag(result, ErrorSubtype.LATERALITY).severity is Severity.CRITICAL
+
+
+def test_both_sides_in_findings_is_not_a_side_flip(checker: Checker) -> None:
+    result = check(
+        checker,
+        "Small right pleural effusion. Trace left pleural effusion.",
+        "Small right pleural effusion.",
+    )
+    assert result.flags == ()
+
+
+def test_majority_vote_points_at_the_odd_sentence(checker: Checker) -> None:
+    result = check(
+        checker,
+        "Left lower lobe consolidation. Patchy left lower lobe opacity.",
+        "Right lower lobe pneumonia.",
+    )
+    flag = the_flag(result, ErrorSubtype.LATERALITY)  # two pairs, one flag after fusion
+    assert (flag.section, flag.sentence_index) == ("impression", 0)
+
+
+@pytest.mark.parametrize(
+    ("findings", "impression", "index"),
+    [
+        ("The lungs are clear. There is pneumothorax.", "No pneumothorax.", 1),
+        ("Cardiomegaly. No pleural effusion.", "Heart size is normal.", 0),
+        ("No pleural effusion. Heart normal.", "Moderate right pleural effusion.", 0),
+    ],
+)
+def test_presence_contradictions(
+    checker: Checker, findings: str, impression: str, index: int
+) -> None:
+    flag = the_flag(check(checker, findings, impression), ErrorSubtype.NEGATION)
+    assert (flag.section, flag.sentence_index) == ("findings", index)
+    assert flag.confidence >= 0.8
+
+
+def test_finding_the_impression_calls_normal(checker: Checker) -> None:
+    result = check(
+        checker,
+        "Heart size normal. There is a small left pleural effusion. No pneumothorax.",
+        "No acute cardiopulmonary abnormality.",
+    )
+    flag = the_flag(result, ErrorSubtype.INSERT_FINDING)
+    assert (flag.section, flag.sentence_index) == ("findings", 1)
+    assert result.verdict_complex is ComplexClass.INSERT
+    normal = check(checker, "The heart is moderately enlarged.", "Normal chest.")
+    assert the_flag(normal, ErrorSubtype.INSERT_FINDING).concept == "cardiomegaly"
+
+
+def test_chronic_or_trace_findings_do_not_contradict_no_acute(checker: Checker) -> None:
+    result = check(
+        checker,
+        "Stable chronic right pleural effusion. Trace left effusion.",
+        "No acute cardiopulmonary abnormality.",
+    )
+    assert result.flags == ()
+
+
+def test_qualified_denials_leave_room(checker: Checker) -> None:
+    assert check(checker, "No large pleural effusion.", "Small left pleural effusion.").flags == ()
+    assert check(checker, "No new consolidation.", "Right lower lobe consolidation.").flags == ()
+    assert check(checker, "Lungs are otherwise clear.", "Right lower lobe pneumonia.").flags == ()
+    assert check(checker, "No displaced rib fracture.", "Old left rib fracture.").flags == ()
+
+
+def test_inside_section_contradiction(checker: Checker) -> None:
+    result = check(checker, "No pneumothorax. Small left apical pneumothorax.")
+    flag = the_flag(result, ErrorSubtype.NEGATION)
+    assert (flag.section, flag.sentence_index) == ("findings", 1)
+    assert flag.confidence < 0.85  # weaker than a findings-vs-impression contradiction
+
+
+def test_severity_change(checker: Checker) -> None:
+    result = check(checker, "Large left pleural effusion.", "Small left pleural effusion.")
+    flag = the_flag(result, ErrorSubtype.SEVERITY)
+    assert (flag.section, flag.sentence_index) == ("findings", 0)
+    assert check(checker, "Mild to moderate cardiomegaly.", "Moderate cardiomegaly.").flags == ()
+    assert check(checker, "Minimal atelectasis.", "Mild atelectasis.").flags == ()
+
+
+def test_location_change(checker: Checker) -> None:
+    result = check(checker, "Right upper lobe consolidation.", "Right lower lobe pneumonia.")
+    assert the_flag(result, ErrorSubtype.LOCATION).sentence_index == 0
+
+
+def test_interval_flip_and_wording_without_comparison(checker: Checker) -> None:
+    flip = check(checker, "Increased right pleural effusion.", "Decreased right pleural effusion.")
+    assert the_flag(flip, ErrorSubtype.INTERVAL).rule_id == "text.interval.findings_impression"
+    alone = check(
+        checker,
+        "Heart size unchanged since the prior exam.",
+        "No acute disease.",
+        comparison="None.",
+    )
+    flag = the_flag(alone, ErrorSubtype.INTERVAL)
+    assert flag.severity is Severity.INFO and alone.verdict_simple == "N"
+    with_prior = check(
+        checker, "Heart size unchanged since the prior exam.", None, comparison="Chest 2 views ___"
+    )
+    assert with_prior.flags == ()
+
+
+def test_measurements(checker: Checker) -> None:
+    implausible = check(checker, "There is a 45 cm nodule in the right upper lobe.")
+    assert the_flag(implausible, ErrorSubtype.MEASUREMENT).rule_id == "text.measurement.implausible"
+    tube = check(checker, "Endotracheal tube tip 40 cm above the carina.")
+    assert the_flag(tube, ErrorSubtype.MEASUREMENT).concept == "endotracheal_tube"
+    mismatch = check(checker, "8 mm nodule in the left lower lobe.", "8 cm left lower lobe nodule.")
+    assert the_flag(mismatch, ErrorSubtype.MEASUREMENT).section == "findings"
+    assert check(checker, "8 mm nodule in the left lower lobe.", "8 mm left nodule.").flags == ()
+
+
+def header_flags(checker: Checker, text: str, **facts: object) -> list[Flag]:
+    result = checker.check(parse_report(text), HeaderFacts.from_dict(facts))
+    return [f for f in result.flags if f.subtype is ErrorSubtype.HEADER_MISMATCH]
+
+
+def test_header_sex(checker: Checker) -> None:
+    text = "INDICATION: 54-year-old female with cough.\nFINDINGS: Left mastectomy. Lungs clear."
+    flags = header_flags(checker, text, patient_sex="M")
+    assert {f.section for f in flags} == {"indication", "findings"}
+    assert all(f.source is FlagSource.HEADER_RULE for f in flags)
+    assert any(f.severity is Severity.CRITICAL for f in flags)
+    assert header_flags(checker, text, PatientSex="F") == []
+    assert header_flags(checker, "FINDINGS: Lungs clear.", patient_sex="M") == []
+
+
+def test_header_age_view_body_part_laterality(checker: Checker) -> None:
+    text = "INDICATION: 54-year-old with cough.\nTECHNIQUE: PA and lateral views.\nFINDINGS: Clear."
+    assert [f.rule_id for f in header_flags(checker, text, age="054Y", view="PA")] == []
+    assert [f.rule_id for f in header_flags(checker, text, age=70)] == ["header.age"]
+    assert [f.rule_id for f in header_flags(checker, text, view_position="AP")] == ["header.view"]
+    assert [f.rule_id for f in header_flags(checker, text, portable=True)] == ["header.portable"]
+    assert [f.rule_id for f in header_flags(checker, text, body_part="KNEE")] == [
+        "header.body_part"
+    ]
+    assert [f.rule_id for f in header_flags(checker, text, modality="CT")] == ["header.modality"]
+    ribs = "TECHNIQUE: Right rib series.\nFINDINGS: No fracture."
+    assert [f.rule_id for f in header_flags(checker, ribs, image_laterality="L")] == [
+        "header.laterality"
+    ]
+    assert header_flags(checker, ribs, image_laterality="R") == []
+
+
+def test_header_facts_validation() -> None:
+    assert HeaderFacts.from_dict({"PatientSex": "female", "portable": "yes"}) == HeaderFacts(
+        patient_sex="F", portable=True
+    )
+    with pytest.raises(CheckerInputError, match="unknown header field"):
+        HeaderFacts.from_dict({"colour": "red"})
+    with pytest.raises(CheckerInputError, match="patient_sex"):
+        HeaderFacts.from_dict({"sex": "X"})
+    with pytest.raises(CheckerInputError, match=r"outside 0\.\.130"):
+        HeaderFacts(patient_age_years=400)
+    with pytest.raises(MedVLMError):
+        HeaderFacts.from_dict({"age": "old"})
+
+
+def test_flag_key_dedup_and_json(checker: Checker) -> None:
+    result = check(checker, "No pneumothorax. Left pneumothorax.", "No pneumothorax.")
+    keys = [f.key for f in result.flags]
+    assert len(keys) == len(set(keys))
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["verdict_simple"] == "Y"
+    assert data["flags"][0]["complex_class"] == "substitute"
+    assert data["provenance"]["kb_version"] == checker.kb.version
+    assert "check.simple" in data["provenance"]["prompts"]
+    assert data["unparseable_answers"] == 0 and data["model_answers"] == []
+    assert set(data["timings_ms"]) >= {"text_ms", "header_ms", "total_ms"}
+
+
+def test_config_validation_and_bad_input(checker: Checker) -> None:
+    with pytest.raises(CheckerConfigError, match="max_verify_prompts"):
+        CheckerConfig(max_verify_prompts=-1)
+    with pytest.raises(CheckerConfigError, match="verdict_threshold"):
+        CheckerConfig(verdict_threshold=2.0)
+    with pytest.raises(CheckerInputError, match="ParsedReport"):
+        checker.check("No pneumothorax.")  # type: ignore[arg-type]
+    off = Checker(config=CheckerConfig(text_checks=False), kb=checker.kb)
+    assert (
+        off.check(parse_report("FINDINGS: No pneumothorax.\nIMPRESSION: Pneumothorax.")).flags == ()
+    )
+
+
+def test_check_is_thread_safe(checker: Checker) -> None:
+    reports = [
+        ParsedReport.from_sections(findings=f, impression=i)
+        for f, i in [*CLEAN, ("Left pneumothorax.", "Right pneumothorax.")]
+    ] * 20
+    expected = [checker.check(r).to_dict()["flags"] for r in reports]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda r: checker.check(r).to_dict()["flags"], reports))
+    assert got == expected

@@ -1,0 +1,115 @@
+"""The knowledge base: packaged file validity, coverage, validation errors, grounding prompts."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from medvlm.prompts.knowledge import (
+    Category,
+    KnowledgeBase,
+    KnowledgeBaseError,
+    build_knowledge_base,
+    load_knowledge_base,
+)
+
+CHEXPERT_14 = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
+    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+    "Pleural Other", "Fracture", "Support Devices",
+)  # fmt: skip
+VINDR_LOCAL = (
+    "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Consolidation", "ILD",
+    "Infiltration", "Lung Opacity", "Nodule/Mass", "Other lesion", "Pleural effusion",
+    "Pleural thickening", "Pneumothorax", "Pulmonary fibrosis", "Rib fracture", "Clavicle fracture",
+    "Emphysema", "Enlarged PA", "Lung cavity", "Lung cyst", "Mediastinal shift", "Edema",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return load_knowledge_base()
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    path = Path(__file__).resolve().parents[2] / "medvlm/prompts/data/cxr_findings_kb.yaml"
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    return data
+
+
+def test_packaged_kb_is_versioned_and_large_enough(kb: KnowledgeBase) -> None:
+    assert re.fullmatch(r"\d{4}\.\d+\.\d+", kb.version)
+    findings = [f for f in kb.findings.values() if f.category is not Category.GENERIC]
+    assert len(findings) >= 25
+    assert sum(f.is_device for f in findings) >= 5
+
+
+def test_every_chexpert_and_vindr_label_is_covered(kb: KnowledgeBase) -> None:
+    labels = " | ".join(label for f in kb.findings.values() for label in f.labels)
+    for name in CHEXPERT_14:
+        assert f"CheXpert: {name}" in labels, name
+    for name in VINDR_LOCAL:
+        assert f"VinDr-CXR: {name}" in labels, name
+
+
+def test_every_finding_has_attributes_synonyms_and_sources(kb: KnowledgeBase) -> None:
+    for f in kb.findings.values():
+        assert f.synonyms and f.sources
+        if f.category is not Category.GENERIC:
+            attrs = f.attributes
+            assert all((attrs.location, attrs.shape, attrs.density, attrs.size_scale)), f.id
+        for text in kb.source_texts(f.id):
+            assert len(text) > 20
+        assert f.radlex is None or "RadLex term" in f.radlex  # names, never invented ids
+
+
+def test_relations_and_matcher(kb: KnowledgeBase) -> None:
+    assert kb.covers("no_acute_disease", "pneumothorax")
+    assert not kb.covers("no_acute_disease", "cardiomegaly")
+    assert kb.covers("lung_opacity", "consolidation")
+    assert kb.same_side_group("consolidation", "pneumonia")
+    assert not kb.same_side_group("consolidation", "atelectasis")
+    m = kb.term_pattern.search("small right pleural effusion")
+    assert m is not None and m.lastgroup is not None
+    assert kb.term_concepts[int(m.lastgroup[1:])] == "pleural_effusion"
+    assert kb.term_pattern.search("pericardial effusion") is not None
+    n = kb.term_pattern.search("large pericardial effusion")
+    assert n is not None and n.lastgroup is not None
+    assert kb.term_concepts[int(n.lastgroup[1:])] == "pericardial_effusion"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.pop("version"), "missing 'version'"),
+        (lambda d: d["findings"][3].update(id="Bad Id"), "snake_case"),
+        (lambda d: d["findings"][3].update(sources=["nowhere"]), "unknown sources"),
+        (lambda d: d["findings"][3].update(synonyms=["(unclosed"]), "not a valid regex"),
+        (lambda d: d["findings"][3].update(synonyms=["(capt)ure"]), "capturing group"),
+        (lambda d: d["findings"][3]["attributes"].pop("shape"), "attributes lack"),
+        (lambda d: d["findings"][3]["attributes"].update(laterality="sideways"), "laterality"),
+        (lambda d: d["findings"][3].update(covers=["no_such_finding"]), "covers unknown ids"),
+        (lambda d: d["findings"].append(copy.deepcopy(d["findings"][3])), "appears twice"),
+        (lambda d: d["findings"][3].update(category="thing"), "category"),
+    ],
+)
+def test_validation_names_the_problem(raw: dict[str, Any], mutate: Any, message: str) -> None:
+    data = copy.deepcopy(raw)
+    mutate(data)
+    with pytest.raises(KnowledgeBaseError, match=message):
+        build_knowledge_base(data, "test.yaml")
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(KnowledgeBaseError, match="cannot read knowledge base"):
+        load_knowledge_base(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("findings: [unclosed")
+    with pytest.raises(KnowledgeBaseError, match="not valid YAML"):
+        load_knowledge_base(bad)
