@@ -111,15 +111,19 @@ def install_error_handlers(app: FastAPI) -> None:
             request, 422, "invalid_input", f"The request is invalid: {summary}", errors
         )
 
-    @app.exception_handler(Exception)
     async def _domain(request: Request, exc: Exception) -> JSONResponse:
         status, type_ = status_for(exc)
-        if status == 500:
-            logger.exception("unhandled error (request %s)", request_id_of(request))
-            return error_response(
-                request,
-                500,
-                "internal_error",
-                "RadCheck could not complete the request; it was logged with this request id.",
-            )
         return error_response(request, status, type_, str(exc))
+
+    for cls, _status, _type in STATUS_TABLE:
+        app.add_exception_handler(cls, _domain)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error (request %s)", request_id_of(request))
+        return error_response(
+            request,
+            500,
+            "internal_error",
+            "RadCheck could not complete the request; it was logged with this request id.",
+        )

@@ -21,3 +21,7 @@ class InvalidInputError(ServiceError):
 
 class PayloadTooLargeError(ServiceError):
     """An upload exceeds a configured limit."""
+
+
+class CheckIncompleteError(ServiceError):
+    """A check could not run every configured check (e.g. the model endpoint is down)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dicom_io
+from app.services.errors import CheckIncompleteError
 from medvlm.checking import Checker, Flag, HeaderFacts
 from medvlm.reports import ParsedReport
 from medvlm.runtime.base import VisionLanguageRuntime
@@ -109,6 +110,15 @@ class CheckPipeline:
         t0 = time.perf_counter()
         result = self.checker.check(inputs.report, header=header, image=image)
         timings["check"] = (time.perf_counter() - t0) * 1000
+        failed = [answer.error for answer in result.model_answers if answer.error]
+        if failed:
+            # A check that silently skipped the model would look complete: fail it, keep the
+            # error, and let the integration retry once the model is back.
+            raise CheckIncompleteError(
+                f"{len(failed)} of {len(result.model_answers)} model calls failed, first: "
+                f"{failed[0]}. The model backend is unavailable or misconfigured "
+                "(RADCHECK_MODEL__*); retry the check with POST /api/v1/checks/{id}/retry."
+            )
         for stage, ms in result.timings_ms.items():
             timings[f"check.{stage}"] = ms
         provenance: dict[str, Any] = {
