@@ -181,10 +181,14 @@ class ModelChecks:
             "model_answer": answer.raw_text,
             "ai_generated": True,
         }
-        for item in items:
+        seen: set[str] = set()
+        for item in items:  # FINDINGS first: one model flag per concept, on its first sentence
             entry = kb[item.mention.concept]
             if entry.category is Category.GENERIC or item.mention.historical:
                 continue
+            if item.mention.concept in seen:
+                continue
+            seen.add(item.mention.concept)
             same = [g for g in gen if g.mention.concept == item.mention.concept]
             g_present = [g for g in same if g.asserted]
             g_denies = [
