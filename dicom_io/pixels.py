@@ -9,6 +9,7 @@ clipped to 8 bits before it. Transforms never mutate their input array.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -18,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from dicom_io.errors import NotEligibleError
+from dicom_io.errors import DecodeError, DicomIOError, NotEligibleError
 from dicom_io.header import int_value, text_value
 from dicom_io.instance import DicomInstance, InstanceKind, JSONValue
 from dicom_io.reader import ParsedInstance, Source, decode_pixels, parse
@@ -250,14 +251,14 @@ def _file_window(ds: Dataset) -> tuple[Window | None, str | None]:
     return Window(center, width, function, source="file"), None
 
 
-def build_pipeline(ds: Dataset, warnings: list[str]) -> list[PixelTransform]:
-    """The transforms for ``ds``, chosen from its header; notes fallbacks in ``warnings``."""
+def build_pipeline(ds: Dataset, notes: list[str]) -> list[PixelTransform]:
+    """The transforms for ``ds``, chosen from its header; notes fallbacks in ``notes``."""
     photometric = (text_value(ds, "PhotometricInterpretation") or "").upper()
     steps: list[PixelTransform] = []
     monochrome = photometric in {"MONOCHROME1", "MONOCHROME2"}
     if not monochrome:
         steps.append(ToLuminance(ds))
-        warnings.append(f"colour image ({photometric}) shown as luminance; not a model image")
+        notes.append(f"colour image ({photometric}) shown as luminance; not a model image")
         steps.append(PercentileWindow())
         return steps
     steps.append(ModalityLUT(ds))
@@ -267,14 +268,14 @@ def build_pipeline(ds: Dataset, warnings: list[str]) -> list[PixelTransform]:
     else:
         window, problem = _file_window(ds)
         if problem:
-            warnings.append(problem)
+            notes.append(problem)
         steps.append(window if window is not None else PercentileWindow())
     if photometric == "MONOCHROME1":
         steps.append(InvertMonochrome1())
     return steps
 
 
-def pixel_spacing(ds: Dataset, warnings: list[str]) -> tuple[float, float] | None:
+def pixel_spacing(ds: Dataset, notes: list[str]) -> tuple[float, float] | None:
     """(row, column) mm from PixelSpacing, else ImagerPixelSpacing; bad values are reported."""
     for keyword, tag in (("PixelSpacing", "(0028,0030)"), ("ImagerPixelSpacing", "(0018,1164)")):
         raw = ds.get(keyword)
@@ -286,12 +287,12 @@ def pixel_spacing(ds: Dataset, warnings: list[str]) -> tuple[float, float] | Non
             row, col = numbers
             assert row is not None and col is not None
             if keyword == "ImagerPixelSpacing":
-                warnings.append(
+                notes.append(
                     "pixel spacing from (0018,1164) 'ImagerPixelSpacing' (at the detector)"
                 )
             return (row, col)
         shown = [str(v) for v in values]
-        warnings.append(f"{tag} '{keyword}' value {shown} is not two positive numbers: ignored")
+        notes.append(f"{tag} '{keyword}' value {shown} is not two positive numbers: ignored")
     return None
 
 
@@ -303,6 +304,24 @@ def render_parsed(parsed: ParsedInstance) -> RenderedImage:
             f"Unable to render the instance: it is a {instance.kind.value.replace('_', ' ')}, "
             "not an image. Only image instances have pixels to show."
         )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warnings quote element values (PHI)
+            return _render(parsed)
+    except DicomIOError:
+        raise
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # a decoder panic or an inconsistent LUT / pixel module
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise DecodeError(
+            f"Unable to render the image ({detail}): its pixel module (LUTs, window, palette, "
+            "bits) is inconsistent with its pixel data. Ask the sender to re-send it."
+        ) from exc
+
+
+def _render(parsed: ParsedInstance) -> RenderedImage:
+    instance = parsed.instance
     ds = parsed.dataset
     arr = decode_pixels(ds)
     notes: list[str] = []

@@ -292,6 +292,12 @@ def decode_pixels(ds: Dataset) -> NDArray[np.generic]:
     """
     ts = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta is not None else None
     ts_uid = UID(str(ts)) if ts else UID("1.2.840.10008.1.2")
+    if not ts_uid.is_transfer_syntax:
+        raise UnsupportedTransferSyntaxError(
+            f"Unable to decode pixel data: the (0002,0010) 'TransferSyntaxUID' value '{ts_uid}' "
+            "is not a known transfer syntax. Ask the sender to re-send the image in a standard "
+            "syntax (JPEG 2000, JPEG-LS or uncompressed)."
+        )
     if ts_uid.is_compressed:
         try:
             decoder = get_decoder(ts_uid)

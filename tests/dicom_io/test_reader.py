@@ -268,3 +268,18 @@ def test_view_falls_back_on_view_code_sequence() -> None:
     assert inst.header.view_position == "PA"
     assert inst.attributes["ViewCodeMeaning"] == "postero-anterior"
     assert "ViewPosition" not in inst.attributes
+
+
+def test_unknown_transfer_syntax_is_stored_but_not_decoded() -> None:
+    data = make_dx()
+    known = b"1.2.840.10008.1.2.1\x00"
+    assert data.count(known) == 1
+    data = data.replace(known, b"1.2.840.10008.9.9.9\x00")
+    inst = dicom_io.read_instance(data)
+    assert inst.transfer_syntax_uid == "1.2.840.10008.9.9.9"
+    with pytest.raises(
+        dicom_io.UnsupportedTransferSyntaxError, match=r"'1\.2\.840\.10008\.9\.9\.9' is not a known"
+    ):
+        dicom_io.read_instance(data, decode=True)
+    with pytest.raises(dicom_io.UnsupportedTransferSyntaxError):
+        dicom_io.render(data)
