@@ -8,7 +8,9 @@ compiles the term matcher the report parser uses. Grounding prompts are built fr
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
@@ -27,6 +29,8 @@ __all__ = [
     "KnowledgeBase",
     "KnowledgeBaseError",
     "LateralityBehaviour",
+    "build_knowledge_base",
+    "compile_alternation",
     "load_knowledge_base",
 ]
 
@@ -115,6 +119,14 @@ class KnowledgeBase:
     term_concepts: tuple[str, ...] = field(repr=False)
     normal_concepts: tuple[str, ...] = field(repr=False)
 
+    def concept_of(self, match: re.Match[str]) -> str:
+        """The concept of a ``term_pattern`` match."""
+        return self.term_concepts[match.lastindex or 0]
+
+    def normal_concept_of(self, match: re.Match[str]) -> str:
+        """The concept a ``normal_pattern`` match states is absent."""
+        return self.normal_concepts[match.lastindex or 0]
+
     def __getitem__(self, concept_id: str) -> Finding:
         return self.findings[concept_id]
 
@@ -150,12 +162,90 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _first_chars(items: Any) -> set[str] | None:
+    """Lower-case characters a parsed regex can start with; ``None`` when it cannot be told."""
+    out: set[str] = set()
+    for op, av in items:
+        name = str(op)
+        if name in ("ASSERT", "ASSERT_NOT", "AT"):
+            continue  # zero-width: look at what follows
+        if name == "LITERAL":
+            out.add(chr(av).lower())
+            return out
+        if name == "IN":
+            for kind, value in av:
+                if str(kind) != "LITERAL":
+                    return None
+                out.add(chr(value).lower())
+            return out
+        if name == "SUBPATTERN":
+            sub = _first_chars(av[-1])
+            return None if sub is None else out | sub
+        if name == "BRANCH":
+            for branch in av[1]:
+                sub = _first_chars(branch)
+                if sub is None:
+                    return None
+                out |= sub
+            return out
+        if name in ("MAX_REPEAT", "MIN_REPEAT"):
+            low, _, body = av
+            sub = _first_chars(body)
+            if sub is None:
+                return None
+            out |= sub
+            if low > 0:
+                return out
+            continue  # optional: the next item can start the match too
+        return None
+    return None
+
+
+def compile_alternation(
+    parts: Sequence[str], *, prefix: str = "", suffix: str = "", flags: int = re.IGNORECASE
+) -> tuple[re.Pattern[str], tuple[int, ...]]:
+    """Compile ``prefix(?:part0|part1|...)suffix`` so that a match's ``lastindex`` names its part.
+
+    Returns the pattern and ``part_of``: ``part_of[match.lastindex]`` is the index in ``parts``.
+    Parts are bucketed by the character they can start with (behind a lookahead) and keep their
+    order inside each bucket, so the leftmost part wins exactly as in a plain alternation, but at a
+    given position the engine tries a handful of parts instead of all of them (the checker's budget
+    is ~1 ms per report). Parts must not contain capturing groups.
+    """
+    parser: Any = importlib.import_module("re._parser")  # the stdlib's own regex parser
+    firsts: list[set[str] | None] = []
+    for part in parts:
+        try:
+            first = _first_chars(parser.parse(part, flags))
+        except (re.error, TypeError, ValueError):
+            first = None
+        firsts.append(first if first and all(c.isalnum() for c in first) else None)
+    letters = sorted({c for f in firsts if f is not None for c in f})
+    part_of: list[int] = [-1]
+    branches: list[str] = []
+    for letter in letters:
+        alts = []
+        for i, first in enumerate(firsts):
+            if first is None or letter in first:
+                alts.append(f"({parts[i]})")
+                part_of.append(i)
+        branches.append(f"(?={re.escape(letter)})(?:{'|'.join(alts)})")
+    anywhere = [i for i, f in enumerate(firsts) if f is None]
+    if anywhere:
+        branches.append("(?:" + "|".join(f"({parts[i]})" for i in anywhere) + ")")
+        part_of.extend(anywhere)
+    pattern = re.compile(prefix + "(?:" + "|".join(branches) + ")" + suffix, flags)
+    return pattern, tuple(part_of)
+
+
 def _compile_group(fragments: list[tuple[str, str]]) -> tuple[re.Pattern[str], tuple[str, ...]]:
-    """One alternation with a named group per fragment; longer fragments first (longest match)."""
+    """The term matcher: longer fragments first (longest match); ``concepts[m.lastindex]``."""
     ordered = sorted(fragments, key=lambda f: -len(f[1]))
-    parts = [f"(?P<t{i}>{frag})" for i, (_, frag) in enumerate(ordered)]
-    pattern = re.compile(r"(?<![\w-])(?:" + "|".join(parts) + r")(?![\w-])", re.IGNORECASE)
-    return pattern, tuple(concept for concept, _ in ordered)
+    pattern, part_of = compile_alternation(
+        [frag for _, frag in ordered], prefix=r"(?<![\w-])", suffix=r"(?![\w-])"
+    )
+    concepts = tuple("" if i < 0 else ordered[i][0] for i in part_of)
+    return pattern, concepts
 
 
 def _parse_finding(raw: Any, index: int, source_keys: set[str]) -> Finding:

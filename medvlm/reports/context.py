@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from medvlm.prompts.knowledge import compile_alternation
+
 MAX_BACKWARD_SCOPE = 40
 """Characters between a target and a backward cue ("... has resolved") beyond which it does not apply."""
 
@@ -134,11 +136,8 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
     ),
 )
 
-_CUE_RE = re.compile(
-    "|".join(
-        f"(?P<c{i}>(?<![\\w])(?:{frag})(?![\\w]))" for i, (frag, _, _) in enumerate(_CUE_TABLE)
-    ),
-    re.IGNORECASE,
+_CUE_RE, _CUE_OF = compile_alternation(
+    [frag for frag, _, _ in _CUE_TABLE], prefix=r"(?<![\w])", suffix=r"(?![\w])"
 )
 _TERMINATOR_RE = re.compile(
     r"(?<![\w])(?:but|however|although|though|which|whereas|except|aside from|apart from|"
@@ -152,10 +151,7 @@ def find_cues(sentence: str) -> list[Cue]:
     """Every cue in a sentence, leftmost-longest, pseudo cues suppressing the words they cover."""
     cues: list[Cue] = []
     for match in _CUE_RE.finditer(sentence):
-        group = match.lastgroup
-        if group is None:
-            continue
-        _, category, direction = _CUE_TABLE[int(group[1:])]
+        _, category, direction = _CUE_TABLE[_CUE_OF[match.lastindex or 0]]
         cues.append(Cue(category, direction, match.start(), match.end(), match.group(0).lower()))
     return cues
 

@@ -137,15 +137,12 @@ class MentionExtractor:
         raw: list[tuple[int, int, str, bool]] = []
         normal_spans: list[tuple[int, int]] = []
         for m in kb.normal_pattern.finditer(sentence):
-            if m.lastgroup is not None:
-                raw.append((m.start(), m.end(), kb.normal_concepts[int(m.lastgroup[1:])], True))
-                normal_spans.append((m.start(), m.end()))
+            raw.append((m.start(), m.end(), kb.normal_concept_of(m), True))
+            normal_spans.append((m.start(), m.end()))
         for m in kb.term_pattern.finditer(sentence):
-            if m.lastgroup is None:
-                continue
             if any(s < m.end() and m.start() < e for s, e in normal_spans):
                 continue
-            raw.append((m.start(), m.end(), kb.term_concepts[int(m.lastgroup[1:])], False))
+            raw.append((m.start(), m.end(), kb.concept_of(m), False))
         if not raw:
             return ()
         raw.sort()

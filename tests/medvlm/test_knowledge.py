@@ -15,6 +15,7 @@ from medvlm.prompts.knowledge import (
     KnowledgeBase,
     KnowledgeBaseError,
     build_knowledge_base,
+    compile_alternation,
     load_knowledge_base,
 )
 
@@ -76,12 +77,10 @@ def test_relations_and_matcher(kb: KnowledgeBase) -> None:
     assert kb.same_side_group("consolidation", "pneumonia")
     assert not kb.same_side_group("consolidation", "atelectasis")
     m = kb.term_pattern.search("small right pleural effusion")
-    assert m is not None and m.lastgroup is not None
-    assert kb.term_concepts[int(m.lastgroup[1:])] == "pleural_effusion"
+    assert m is not None and kb.concept_of(m) == "pleural_effusion"
     assert kb.term_pattern.search("pericardial effusion") is not None
     n = kb.term_pattern.search("large pericardial effusion")
-    assert n is not None and n.lastgroup is not None
-    assert kb.term_concepts[int(n.lastgroup[1:])] == "pericardial_effusion"
+    assert n is not None and kb.concept_of(n) == "pericardial_effusion"
 
 
 @pytest.mark.parametrize(
@@ -104,6 +103,16 @@ def test_validation_names_the_problem(raw: dict[str, Any], mutate: Any, message:
     mutate(data)
     with pytest.raises(KnowledgeBaseError, match=message):
         build_knowledge_base(data, "test.yaml")
+
+
+def test_bucketed_alternation_keeps_leftmost_priority() -> None:
+    parts = ["no", "no longer", "(?:is|are) not seen", "[0-9]+ cm", "not"]
+    pattern, part_of = compile_alternation(parts, prefix=r"\b", suffix=r"\b")
+    found = [(m.group(0), parts[part_of[m.lastindex or 0]]) for m in pattern.finditer(
+        "No longer there; it is not seen, 12 cm, not"
+    )]  # fmt: skip
+    assert found == [("No", "no"), ("is not seen", "(?:is|are) not seen"), ("12 cm", "[0-9]+ cm"),
+                     ("not", "not")]  # fmt: skip
 
 
 def test_load_errors(tmp_path: Path) -> None:
