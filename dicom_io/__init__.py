@@ -15,6 +15,7 @@ from dicom_io.errors import (
     TruncatedFileError,
     UnsupportedTransferSyntaxError,
 )
+from dicom_io.header import SELECTION_KEYWORDS
 from dicom_io.instance import DicomInstance, Eligibility, HeaderFacts, InstanceKind, JSONValue
 from dicom_io.pixels import RenderedImage, read_and_render, render
 from dicom_io.reader import read_instance
@@ -28,6 +29,7 @@ from dicom_io.selection import (
 from dicom_io.study import group_by_study, study_ready
 
 __all__ = [
+    "SELECTION_KEYWORDS",
     "CandidateReason",
     "DecodeError",
     "DicomIOError",

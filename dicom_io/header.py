@@ -26,7 +26,8 @@ __all__ = [
     "text_value",
 ]
 
-# Keywords stored with every instance so that selection can run later from the database.
+# Keywords stored with every instance so that selection can run later from the database (plus the
+# derived ``ViewCodeMeaning``). Rules that name other keywords see them as missing.
 SELECTION_KEYWORDS: tuple[str, ...] = (
     "SOPClassUID",
     "Modality",
@@ -53,6 +54,9 @@ SELECTION_KEYWORDS: tuple[str, ...] = (
     "ConversionType",
     "BurnedInAnnotation",
     "Manufacturer",
+    "PatientPosition",
+    "AcquisitionDeviceProcessingDescription",
+    "SliceThickness",
 )
 
 

@@ -227,11 +227,19 @@ class VOILUTFromFile:
 
 @dataclass(frozen=True)
 class InvertMonochrome1:
-    """MONOCHROME1 shows low values bright: invert so that bright always means dense."""
+    """MONOCHROME1 shows low values bright: invert so that bright always means dense.
 
+    ``in_place`` lets a pipeline that owns its float32 working array skip one full-size copy; the
+    default leaves the input untouched like every other transform.
+    """
+
+    in_place: bool = False
     name: ClassVar[str] = "InvertMonochrome1"
 
     def __call__(self, arr: NDArray[Any]) -> tuple[NDArray[Any], dict[str, JSONValue]]:
+        if self.in_place and arr.dtype == np.float32:
+            np.subtract(np.float32(1.0), arr, out=arr)
+            return arr, {"transform": self.name}
         return np.subtract(np.float32(1.0), arr, dtype=np.float32), {"transform": self.name}
 
 
@@ -271,7 +279,8 @@ def build_pipeline(ds: Dataset, notes: list[str]) -> list[PixelTransform]:
             notes.append(problem)
         steps.append(window if window is not None else PercentileWindow())
     if photometric == "MONOCHROME1":
-        steps.append(InvertMonochrome1())
+        # The window / VOI LUT step before it always returns a new array: safe to work in place.
+        steps.append(InvertMonochrome1(in_place=True))
     return steps
 
 
@@ -344,7 +353,9 @@ def _render(parsed: ParsedInstance) -> RenderedImage:
             f"Unable to render the instance: decoded pixels have shape {image.shape}, "
             "expected rows x columns."
         )
-    display = (image * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+    scaled = np.multiply(image, np.float32(255.0))
+    scaled += np.float32(0.5)
+    display = scaled.astype(np.uint8)
     records.append({"transform": "ToDisplay", "dtype": "uint8", "scale": 255})
     spacing = pixel_spacing(ds, notes)
     return RenderedImage(image, display, spacing, tuple(records), tuple(notes))

@@ -360,6 +360,14 @@ class SelectionRules:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.spec)
 
+    def keywords(self) -> set[str]:
+        """Every DICOM keyword the rules look at (to check against what is stored)."""
+        return {
+            c.keyword
+            for tier in self.tiers
+            for c in (*tier.conditions, *(c for group in tier.prefer for c in group))
+        }
+
 
 @lru_cache(maxsize=1)
 def _default_rules() -> SelectionRules:

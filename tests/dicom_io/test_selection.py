@@ -254,6 +254,11 @@ def test_invalid_yaml_is_a_rules_error() -> None:
         SelectionRules.from_yaml("name: [unclosed")
 
 
+def test_default_rules_only_use_stored_attributes() -> None:
+    stored = {*dicom_io.SELECTION_KEYWORDS, "ViewCodeMeaning"}
+    assert SelectionRules.default().keywords() <= stored
+
+
 def test_default_rules_ship_as_package_data() -> None:
     rules = SelectionRules.default()
     assert rules.name == "frontal-chest-radiograph"
