@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from medvlm.checking.evidence import Item, make_flag
 from medvlm.checking.types import Flag
 from medvlm.prompts.knowledge import Category, KnowledgeBase
-from medvlm.reports import ParsedReport, SectionName, Side
+from medvlm.reports import ParsedReport, Presence, SectionName, Side
 from medvlm.taxonomy import ErrorSubtype
 
 __all__ = ["TEXT_RULESET_VERSION", "TextRules"]
@@ -95,6 +95,30 @@ _CHRONIC = frozenset(
         "residual",
     ]
 )
+_DENIAL_LIST = frozenset(
+    {
+        "pneumothorax",
+        "pleural_effusion",
+        "consolidation",
+        "lung_opacity",
+        "edema",
+        "pneumonia",
+        "infiltrate",
+        "lung_lesion",
+        "fracture",
+        "cardiomegaly",
+        "lymphadenopathy",
+    }
+)
+_DISJUNCTION = re.compile(r"(?<![\w/])(?:or|nor)(?![\w/])", re.I)
+_WITH = re.compile(r"(?<![\w])with(?![\w])", re.I)
+_ANY_NEGATION = re.compile(r"(?<![\w])(?:no|not|without|negative|free|clear)(?![\w])", re.I)
+_POSITIVE_FOR = re.compile(r"(?<![\w])positive for(?![\w])", re.I)
+_EXCEPTION = re.compile(
+    r"(?<![\w])(?:except|exception|other than|aside from|apart from|but|otherwise|besides|"
+    r"although|though|however)(?![\w])",
+    re.I,
+)
 _GENERIC_PARENTS = frozenset({"no_acute_disease", "normal_study"})
 _NO_COMPARISON = re.compile(
     r"^\s*(?:none|no prior|no previous|no comparison|no prior (?:studies|study|exam|examinations?|"
@@ -125,6 +149,12 @@ def _zones(item: Item) -> frozenset[str]:
     return item.mention.zones - {"mid"}
 
 
+def _reads_like_denial(item: Item) -> bool:
+    """A sentence shaped like a denial list: a disjunction of findings or "positive for"."""
+    text = item.sentence.text
+    return bool(_DISJUNCTION.search(text) or _POSITIVE_FOR.search(text))
+
+
 def _redacted_before(item: Item) -> bool:
     """A redaction right before the term may hide a hedge ("XXXX opacity"): not a firm assertion."""
     rel = item.mention.start - item.sentence.start
@@ -151,6 +181,7 @@ class TextRules:
         ]
         flags: list[Flag] = []
         flags.extend(self._presence(items))
+        flags.extend(self._asserted_denial_lists(items))
         flags.extend(self._laterality(items))
         flags.extend(self._severity(items))
         flags.extend(self._location(items))
@@ -179,12 +210,29 @@ class TextRules:
                 return True
         return not _sides_ok(denial, asserted)
 
+    def _covered(self, denied: str, asserted: Item) -> bool:
+        if self._kb.covers(denied, asserted.mention.concept):
+            return True
+        entry = self._kb[asserted.mention.concept]
+        return denied == "no_acute_disease" and bool(entry.acute_when & asserted.mention.qualifiers)
+
     def _denies(self, denial: Item, asserted: Item) -> bool:
         return (
             denial.denied
-            and self._kb.covers(denial.mention.concept, asserted.mention.concept)
+            and self._covered(denial.mention.concept, asserted)
             and not self._weak_denial(denial, asserted)
         )
+
+    @staticmethod
+    def _same_sentence_ok(n: Item, p: Item) -> bool:
+        """Inside one sentence only "lungs are clear with focal consolidation" is a contradiction
+        (a normal phrase, then "with" and an assertion it covers; no "except")."""
+        if not n.mention.normal_phrase or _EXCEPTION.search(n.sentence.text):
+            return False
+        between = n.sentence.text[
+            n.mention.end - n.sentence.start : p.mention.start - n.sentence.start
+        ]
+        return bool(_WITH.search(between))
 
     def _presence(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
@@ -192,7 +240,7 @@ class TextRules:
             if not p.asserted or kb[p.mention.concept].category is Category.GENERIC:
                 continue
             for n in items:
-                if n.sentence is p.sentence and n.section is p.section:
+                if n.sentence is p.sentence and not self._same_sentence_ok(n, p):
                     continue
                 if not self._denies(n, p):
                     continue
@@ -218,7 +266,10 @@ class TextRules:
                     target, other = p, n
                 name = kb[p.mention.concept].name
                 if generic:
-                    subtype = ErrorSubtype.INSERT_FINDING
+                    # a denial list left without its "no" ("There is pneumothorax or effusion",
+                    # "lungs are clear with consolidation") is a negation flip, else an insertion
+                    flipped = n.sentence is p.sentence or _reads_like_denial(p)
+                    subtype = ErrorSubtype.NEGATION if flipped else ErrorSubtype.INSERT_FINDING
                     rule = "text.presence.generic_denial"
                     message = (
                         f"{p.where().capitalize()} reports {name} ('{p.sentence.text}'), but "
@@ -246,6 +297,37 @@ class TextRules:
                     other=other,
                     extra={"votes": {"asserted": for_p, "denied": for_n}},
                 )
+
+    def _asserted_denial_lists(self, items: list[Item]) -> Iterator[Flag]:
+        """A sentence asserting a disjunction of the findings reports list when they deny them
+        ("There is focal consolidation, pneumothorax or large pleural effusion"): the "no" is
+        missing. Hedged pairs ("atelectasis or infiltrate") do not count."""
+        by_sentence: dict[int, list[Item]] = {}
+        for item in items:
+            by_sentence.setdefault(id(item.sentence), []).append(item)
+        for group in by_sentence.values():
+            sentence = group[0].sentence
+            asserted = [i for i in group if i.asserted and i.mention.concept in _DENIAL_LIST]
+            concepts = {i.mention.concept for i in asserted}
+            if len(concepts) < 2 or any(i.mention.presence is not Presence.PRESENT for i in group):
+                continue
+            if not _DISJUNCTION.search(sentence.text) or _ANY_NEGATION.search(sentence.text):
+                continue
+            if "pneumothorax" not in concepts and len(concepts) < 3:
+                continue
+            names = ", ".join(self._kb[c].name for c in sorted(concepts))
+            yield make_flag(
+                subtype=ErrorSubtype.NEGATION,
+                rule_id="text.presence.asserted_denial_list",
+                rule_version=TEXT_RULESET_VERSION,
+                message=(
+                    f"{asserted[0].where().capitalize()} asserts a list of alternatives "
+                    f"({names}) the way reports deny them ('{sentence.text}'): a 'no' or "
+                    "'without' may be missing."
+                ),
+                confidence=0.6,
+                item=asserted[0],
+            )
 
     # -- cross-section attribute conflicts ------------------------------------------------------
 

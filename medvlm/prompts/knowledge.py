@@ -89,6 +89,7 @@ class Finding:
     acute: bool = False
     critical: bool = False
     broad: bool = False
+    acute_when: frozenset[str] = frozenset()
     side_group: str | None = None
     sex_specific: str | None = None
     radlex: str | None = None
@@ -325,6 +326,7 @@ def _parse_finding(raw: Any, index: int, source_keys: set[str]) -> Finding:
         acute=bool(raw.get("acute", False)),
         critical=bool(raw.get("critical", False)),
         broad=bool(raw.get("broad", False)),
+        acute_when=frozenset(_strings(raw.get("acute_when"), f"{where}.acute_when")),
         side_group=raw.get("side_group"),
         sex_specific=sex,
         radlex=raw.get("radlex"),

@@ -121,9 +121,6 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
         token = text[word_start : match.start()].lower()
         if token in _ABBREVIATIONS and end < n:
             continue
-        following = text[end : end + 2].strip()[:1]
-        if following.islower():
-            continue  # "... 2.5 p.m. about the" : a lower-case word continues the sentence
         if token.isdigit() and len(token) <= 2 and not text[start:word_start].strip():
             continue  # a list marker such as "1." at the start of a sentence
         spans.append((start, end))
