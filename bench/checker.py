@@ -338,7 +338,7 @@ def injections(checker: Checker, r: IUReport, rng: random.Random) -> Iterator[In
         choices = [c for c in _NONACUTE_INSERTS if c not in mentioned]
         if choices:
             yield Injected(
-                "insert_nonacute_vs_no_acute",
+                "insert_significant_vs_no_acute",
                 insert(rng.choice(_INSERTS[rng.choice(choices)])),
                 pos,
             )
@@ -399,7 +399,7 @@ def bench_quality(
             c["pointed"] += res.verdict_simple == "Y" and _points_at(res, inj.sentence_index)
             if (
                 style == "iu_sections"
-                and "nonacute" not in inj.kind
+                and "significant" not in inj.kind
                 and (args_kind is None or inj.kind == args_kind)
                 and not (res.verdict_simple == "Y" and _points_at(res, inj.sentence_index))
                 and len(misses) < show
@@ -423,9 +423,11 @@ def bench_quality(
         n = caught = pointed = 0
         kinds = {}
         for key, c in sorted(per_kind.items()):
-            if not key.startswith(style) or key.endswith("insert_nonacute_vs_no_acute"):
+            if not key.startswith(style) or key.endswith("insert_significant_vs_no_acute"):
                 if key.startswith(style):
-                    kinds[key.split(":")[1] + " (not a contradiction; informative)"] = _rates(c)
+                    kinds[key.split(":")[1] + " (significant, not acute: counted apart)"] = _rates(
+                        c
+                    )
                 continue
             kinds[key.split(":")[1]] = _rates(c)
             n += c["n"]

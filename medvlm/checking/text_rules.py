@@ -119,6 +119,11 @@ _EXCEPTION = re.compile(
     r"although|though|however)(?![\w])",
     re.I,
 )
+_SEE_ABOVE = re.compile(r"(?<![\w])(?:see|as|described|noted) above(?![\w])", re.I)
+_NOT_NEW = re.compile(
+    r"(?<![\w])(?:calcified|unchanged|stable|chronic|old|previous|prior|again|known|healed)(?![\w])",
+    re.I,
+)
 _GENERIC_PARENTS = frozenset({"no_acute_disease", "normal_study"})
 _NO_COMPARISON = re.compile(
     r"^\s*(?:none|no prior|no previous|no comparison|no prior (?:studies|study|exam|examinations?|"
@@ -182,6 +187,7 @@ class TextRules:
         flags: list[Flag] = []
         flags.extend(self._presence(items))
         flags.extend(self._asserted_denial_lists(items))
+        flags.extend(self._significant_not_in_impression(items))
         flags.extend(self._laterality(items))
         flags.extend(self._severity(items))
         flags.extend(self._location(items))
@@ -327,6 +333,63 @@ class TextRules:
                 ),
                 confidence=0.6,
                 item=asserted[0],
+            )
+
+    def _significant(self, item: Item) -> bool:
+        m = item.mention
+        for condition in self._kb[m.concept].significant_when:
+            kind, _, value = condition.partition(":")
+            if condition == "always" or (condition == "ungraded" and not m.grades):
+                return True
+            if condition.startswith("grade>="):
+                if m.grades and min(m.grades) >= int(condition[7:]):
+                    return True
+            elif condition.startswith("size>="):
+                size = None if m.measurement is None else m.measurement.value_mm
+                if size is not None and size >= float(condition[6:-2]):
+                    return True
+            elif (kind == "term" and value in m.text.lower()) or (
+                kind == "qualifier" and value in m.qualifiers
+            ):
+                return True
+        return False
+
+    def _significant_not_in_impression(self, items: list[Item]) -> Iterator[Flag]:
+        """A significant new finding (a mass, moderate cardiomegaly, an acute fracture) in the
+        findings while the impression calls the study normal and never mentions it."""
+        impression = [i for i in items if i.section is SectionName.IMPRESSION]
+        normal = [
+            i for i in impression
+            if i.denied and i.mention.concept in _GENERIC_PARENTS
+            and not i.mention.qualifiers & {"otherwise", "xxxx", "___"}
+        ]  # fmt: skip
+        if not normal or any(_SEE_ABOVE.search(i.sentence.text) for i in impression):
+            return
+        kb = self._kb
+        for item in items:
+            m = item.mention
+            if item.section is not SectionName.FINDINGS or not item.asserted:
+                continue
+            if m.qualifiers & _CHRONIC or m.interval in ("unchanged", "persistent"):
+                continue
+            if _NOT_NEW.search(item.sentence.text) or not self._significant(item):
+                continue
+            if any(kb.same_side_group(i.mention.concept, m.concept) for i in impression):
+                continue
+            if any(self._denies(n, item) for n in normal):
+                continue  # already flagged as a contradiction of the generic denial
+            yield make_flag(
+                subtype=ErrorSubtype.INSERT_FINDING,
+                rule_id="text.presence.significant_not_in_impression",
+                rule_version=TEXT_RULESET_VERSION,
+                message=(
+                    f"{item.where().capitalize()} reports {kb[m.concept].name} "
+                    f"('{item.sentence.text}'), which the impression does not mention while it "
+                    f"calls the study normal ('{normal[0].sentence.text}')."
+                ),
+                confidence=0.55,
+                item=item,
+                other=normal[0],
             )
 
     # -- cross-section attribute conflicts ------------------------------------------------------

@@ -90,6 +90,7 @@ class Finding:
     critical: bool = False
     broad: bool = False
     acute_when: frozenset[str] = frozenset()
+    significant_when: tuple[str, ...] = ()
     side_group: str | None = None
     sex_specific: str | None = None
     radlex: str | None = None
@@ -249,6 +250,22 @@ def _compile_group(fragments: list[tuple[str, str]]) -> tuple[re.Pattern[str], t
     return pattern, concepts
 
 
+_SIGNIFICANCE_RE = re.compile(
+    r"^(?:always|ungraded|grade>=[0-3]|size>=\d+mm|term:[a-z]+|qualifier:[a-z]+)$"
+)
+
+
+def _significance(value: Any, where: str) -> tuple[str, ...]:
+    conditions = _strings(value, f"{where}.significant_when")
+    bad = [c for c in conditions if not _SIGNIFICANCE_RE.match(c)]
+    if bad:
+        raise KnowledgeBaseError(
+            f"{where}.significant_when has {bad}; use always, ungraded, grade>=N, size>=Nmm, term:WORD or "
+            "qualifier:WORD"
+        )
+    return conditions
+
+
 def _parse_finding(raw: Any, index: int, source_keys: set[str]) -> Finding:
     if not isinstance(raw, dict):
         raise KnowledgeBaseError(f"findings[{index}] must be a mapping, got {type(raw).__name__}")
@@ -327,6 +344,7 @@ def _parse_finding(raw: Any, index: int, source_keys: set[str]) -> Finding:
         critical=bool(raw.get("critical", False)),
         broad=bool(raw.get("broad", False)),
         acute_when=frozenset(_strings(raw.get("acute_when"), f"{where}.acute_when")),
+        significant_when=_significance(raw.get("significant_when"), where),
         side_group=raw.get("side_group"),
         sex_specific=sex,
         radlex=raw.get("radlex"),

@@ -284,3 +284,51 @@ def test_check_is_thread_safe(checker: Checker) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda r: checker.check(r).to_dict()["flags"], reports))
     assert got == expected
+
+
+def test_denial_list_without_its_no(checker: Checker) -> None:
+    result = check(
+        checker,
+        "Heart size normal. There is focal consolidation, pneumothorax or large pleural effusion.",
+        "Negative.",
+    )
+    flags = [f for f in result.flags if f.sentence_index == 1]
+    assert flags and all(f.subtype is ErrorSubtype.NEGATION for f in flags)
+    assert "text.presence.asserted_denial_list" in {f.rule_id for f in flags} | {
+        m["rule_id"] for f in flags for m in f.evidence.get("merged", [])
+    }
+    hedged = check(checker, "Left basilar atelectasis or infiltrate.", "Atelectasis or pneumonia.")
+    assert hedged.flags == ()
+
+
+def test_clear_lungs_with_a_finding_in_one_sentence(checker: Checker) -> None:
+    result = check(checker, "The lungs are clear with focal consolidation. Heart normal.")
+    flag = the_flag(result, ErrorSubtype.NEGATION)
+    assert (flag.sentence_index, flag.concept) == (0, "consolidation")
+    assert check(checker, "The lungs are clear except for right basilar atelectasis.").flags == ()
+
+
+def test_focal_airspace_opacity_is_acute(checker: Checker) -> None:
+    result = check(
+        checker, "There is focal airspace opacity in the left base.", "No acute disease."
+    )
+    assert the_flag(result, ErrorSubtype.INSERT_FINDING).concept == "airspace_opacity"
+    assert check(checker, "Streaky bibasilar opacities.", "No acute disease.").flags == ()
+
+
+def test_significant_finding_missing_from_a_normal_impression(checker: Checker) -> None:
+    result = check(
+        checker,
+        "There is a 3 cm mass in the left hilum. Lungs otherwise clear.",
+        "No acute cardiopulmonary abnormality.",
+    )
+    flag = the_flag(result, ErrorSubtype.INSERT_FINDING)
+    assert flag.rule_id == "text.presence.significant_not_in_impression"
+    assert (flag.sentence_index, flag.concept) == (0, "lung_lesion")
+    for findings in (
+        "Stable 12 mm calcified nodule in the right upper lobe.",
+        "Mild cardiomegaly.",
+        "Old healed left rib fracture.",
+    ):
+        assert check(checker, findings, "No acute cardiopulmonary abnormality.").flags == ()
+    assert check(checker, "Moderate cardiomegaly.", "No acute findings, see above.").flags == ()
