@@ -15,8 +15,8 @@ __all__ = ["HEADER_RULESET_VERSION", "HeaderRules"]
 
 HEADER_RULESET_VERSION = "1.0"
 _SEX_WORDS = {
-    "F": re.compile(r"(?<![\w])(?:female|woman|lady|girl|mrs|ms)(?![\w])", re.I),
-    "M": re.compile(r"(?<![\w])(?:male|man|gentleman|boy|mr)(?![\w])", re.I),
+    "F": re.compile(r"(?<![\w])(?:female|woman|lady|girl|mrs|ms)(?![\w])|(?<=___)F(?![\w])", re.I),
+    "M": re.compile(r"(?<![\w])(?:male|man|gentleman|boy|mr)(?![\w])|(?<=___)M(?![\w])", re.I),
 }
 _PRONOUNS = {
     "F": re.compile(r"(?<![\w])(?:she|her|hers)(?![\w])", re.I),

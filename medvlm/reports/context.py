@@ -63,6 +63,13 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
     ),
     (r"not (?:only|necessarily)", _PSEUDO, _F),
     (
+        r"(?:nearly|almost|partially|partly|incompletely|not (?:completely|entirely|fully)) "
+        r"(?:resolved|cleared)|near[- ]complete resolution(?: of)?|(?:partial|incomplete) "
+        r"resolution(?: of)?",
+        _PSEUDO,
+        _F,
+    ),
+    (
         r"not (?:seen|visualized|present|identified|appreciated) (?:on|in) (?:the |any )?"
         r"(?:prior|previous|earlier|older|outside)",
         _PSEUDO,
@@ -82,7 +89,7 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
     (r"absence of", _NEG, _F),
     (r"(?:interval )?(?:resolution|removal) of", _NEG, _F),
     (
-        r"(?:has|have) (?:since |now |completely |nearly )?(?:resolved|been removed|cleared)",
+        r"(?:has|have) (?:since |now |completely )?(?:resolved|been removed|cleared)",
         _NEG,
         _B,
     ),

@@ -52,6 +52,96 @@ CLEAN = [
 ]
 
 
+MIMIC_CLEAN = [
+    """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+ INDICATION:  ___F with cough, eval for pneumonia
+ TECHNIQUE:  Chest PA and lateral
+ COMPARISON:  ___
+ FINDINGS:
+ The lungs are clear without focal consolidation.  No pleural effusion or
+ pneumothorax is seen.  The cardiac and mediastinal silhouettes are
+ unremarkable.
+ IMPRESSION:
+ No acute cardiopulmonary process.
+""",
+    """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PORTABLE AP)
+ INDICATION:  ___ year old man with CHF, intubated
+ COMPARISON:  Chest radiograph from ___.
+ FINDINGS:
+ Endotracheal tube terminates 4.5 cm above the carina.  Enteric tube courses
+ below the diaphragm with the tip out of view.  Right internal jugular
+ central venous catheter ends in the mid SVC.  Moderate cardiomegaly is
+ unchanged.  There is mild pulmonary vascular congestion.  Small bilateral
+ pleural effusions with adjacent atelectasis.  No pneumothorax.
+ IMPRESSION:
+ 1.  Lines and tubes in standard position.
+ 2.  Mild pulmonary vascular congestion and small bilateral pleural effusions.
+""",
+    """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+ INDICATION:  History: ___M with chest pain
+ COMPARISON:  None.
+ FINDINGS:
+ Heart size is normal.  The aorta is tortuous.  The lungs are hyperinflated
+ but clear.  There is no pleural effusion or pneumothorax.  Degenerative
+ changes are noted in the thoracic spine.
+ IMPRESSION:
+ No acute cardiopulmonary abnormality.  Hyperinflation.
+""",
+    """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PORTABLE AP)
+ INDICATION:  ___ year old woman s/p right VATS, evaluate for pneumothorax
+ COMPARISON:  ___ at 06:10
+ FINDINGS:
+ A right-sided chest tube remains in place.  Small right apical pneumothorax
+ is slightly smaller.  No left pneumothorax.  Right pleural effusion has
+ nearly resolved.  Left lung is clear.
+ IMPRESSION:
+ 1.  Decreased small right apical pneumothorax with chest tube in place.
+ 2.  Small right pleural effusion, decreased.
+""",
+    """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+ INDICATION:  ___ with fever
+ COMPARISON:  ___
+ FINDINGS:
+ There is a new right lower lobe opacity concerning for pneumonia.  The left
+ lung is clear.  No pleural effusion.  Heart size is normal.
+ IMPRESSION:
+ Right lower lobe pneumonia.  Followup radiographs after treatment are
+ recommended to document resolution.
+ NOTIFICATION:  The findings were discussed with Dr. ___ by Dr. ___ on the
+ telephone on ___ at 2:10 PM.
+""",
+    """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+ INDICATION:  ___M with shortness of breath
+ COMPARISON:  ___
+ FINDINGS:
+ Cardiomediastinal silhouette is within normal limits.  There is a 7 mm
+ nodule in the left upper lobe, not seen on the prior exam.  No focal
+ consolidation, effusion, or pneumothorax.
+ IMPRESSION:
+ 7 mm left upper lobe nodule, new since ___.  Recommend CT for further
+ evaluation.
+""",
+    """                                 FINAL REPORT
+ WET READ: ___ ___ ___ 9:15 PM
+  No acute process.
+ EXAMINATION:  CHEST (PORTABLE AP)
+ INDICATION:  ___F with hypoxia
+ FINDINGS:
+ Low lung volumes.  Bibasilar opacities likely reflect atelectasis, though
+ infection cannot be excluded.  No large pleural effusion.  No pneumothorax.
+ Heart size is top normal.
+ IMPRESSION:
+ Low lung volumes with bibasilar atelectasis; infection not excluded.
+""",
+]
+
+
 @pytest.fixture(scope="module")
 def checker() -> Checker:
     return Checker()
@@ -332,3 +422,15 @@ def test_significant_finding_missing_from_a_normal_impression(checker: Checker) 
     ):
         assert check(checker, findings, "No acute cardiopulmonary abnormality.").flags == ()
     assert check(checker, "Moderate cardiomegaly.", "No acute findings, see above.").flags == ()
+
+
+@pytest.mark.parametrize("text", MIMIC_CLEAN)
+def test_clean_mimic_style_raw_reports(checker: Checker, text: str) -> None:
+    result = checker.check(parse_report(text))
+    assert result.flags == (), [f.message for f in result.flags]
+
+
+def test_mimic_sex_codes(checker: Checker) -> None:
+    flags = header_flags(checker, MIMIC_CLEAN[0], patient_sex="M")
+    assert [(f.section, f.rule_id) for f in flags] == [("indication", "header.sex")]
+    assert header_flags(checker, MIMIC_CLEAN[2], patient_sex="M") == []
