@@ -119,8 +119,9 @@ def mimic_text(r: IUReport, findings: str | None = None) -> str:
     if body:
         parts.append(" FINDINGS:\n \n" + wrap(body))
     if r.impression:
-        sentences = [s.strip() for s in re.split(r"(?<=\.)\s+", r.impression) if s.strip(" .")]
-        sentences = [re.sub(r"^\d+\.\s*", "", s) for s in sentences]
+        pieces = re.split(r"(?<=\.)\s+", r.impression)
+        sentences = [re.sub(r"^\d+\.\s+", "", p.strip()) for p in pieces]
+        sentences = [p for p in sentences if p.strip(" .") and not re.fullmatch(r"\d+\.", p)]
         if len(sentences) > 1:
             items = "\n".join(f" {i}. {s}" for i, s in enumerate(sentences, 1))
         else:
