@@ -155,7 +155,10 @@ def _coerce(name: str, value: Any) -> Any:
         raise CheckerInputError(f"portable {value!r} must be true or false")
     if not isinstance(value, str):
         raise CheckerInputError(f"{name} {value!r} must be a string")
-    return value.strip().upper()
+    text = value.strip().upper()
+    if name == "image_laterality":
+        text = {"LEFT": "L", "RIGHT": "R", "BOTH": "B", "UNPAIRED": "U"}.get(text, text)
+    return text
 
 
 @dataclass(frozen=True)

@@ -434,3 +434,9 @@ def test_mimic_sex_codes(checker: Checker) -> None:
     flags = header_flags(checker, MIMIC_CLEAN[0], patient_sex="M")
     assert [(f.section, f.rule_id) for f in flags] == [("indication", "header.sex")]
     assert header_flags(checker, MIMIC_CLEAN[2], patient_sex="M") == []
+
+
+def test_header_laterality_words_and_codes() -> None:
+    assert HeaderFacts.from_dict({"ImageLaterality": "left"}).image_laterality == "L"
+    with pytest.raises(CheckerInputError, match="image_laterality"):
+        HeaderFacts.from_dict({"image_laterality": "sideways"})
