@@ -440,3 +440,17 @@ def test_header_laterality_words_and_codes() -> None:
     assert HeaderFacts.from_dict({"ImageLaterality": "left"}).image_laterality == "L"
     with pytest.raises(CheckerInputError, match="image_laterality"):
         HeaderFacts.from_dict({"image_laterality": "sideways"})
+
+
+def test_reports_parsed_with_another_kb_version_are_reparsed(checker: Checker) -> None:
+    import dataclasses
+
+    other = dataclasses.replace(checker.kb, version="test.0")
+    custom = Checker(kb=other)
+    report = ParsedReport.from_sections(
+        findings="Left pneumothorax.", impression="Right pneumothorax."
+    )
+    assert report.kb_version == checker.kb.version != other.version
+    result = custom.check(report)
+    assert result.provenance["kb_version"] == "test.0"
+    assert [f.subtype for f in result.flags] == [ErrorSubtype.LATERALITY]
