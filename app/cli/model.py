@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from enum import StrEnum
@@ -200,11 +201,78 @@ def convert_llava_rad_cmd(
     typer.echo(f"converted checkpoint written to {out} (receipt: {receipt})")
 
 
+API_KEY_ENV = "RADCHECK_MODEL_SERVER_API_KEY"
+"""The environment variable ``radcheck model serve`` reads its API key from by default."""
+_LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - only with an API key, and documented
+
+
+def resolve_api_key(api_key_env: str | None) -> str | None:
+    """The server's API key (``ValueError`` when unusable): from ``$api_key_env`` when named (it must then be set), else from
+    ``$RADCHECK_MODEL_SERVER_API_KEY`` when set, else ``None`` (unauthenticated).
+
+    The key is read from the environment only, never from the command line (which ``ps`` shows),
+    and must have at least 16 characters.
+    """
+    name = api_key_env or API_KEY_ENV
+    value = os.environ.get(name, "").strip()
+    if api_key_env and not value:
+        raise ValueError(
+            f"--api-key-env: environment variable {api_key_env} is not set or empty: export the "
+            f"key there (e.g. `export {api_key_env}=$(python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')`)"
+        )
+    from app.model_server.server import MIN_API_KEY_LENGTH
+
+    if value and len(value) < MIN_API_KEY_LENGTH:
+        raise ValueError(
+            f"the API key in {name} has {len(value)} characters, fewer than "
+            f"{MIN_API_KEY_LENGTH}: use a random one "
+            "(`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return value or None
+
+
+def serve_security(host: str | None, port: int, api_key_env: str | None) -> tuple[str, str | None]:
+    """The interface to bind and the API key of ``serve``; warns when it runs unauthenticated.
+
+    Without a key the default interface is loopback; with one it is every interface.
+    """
+    api_key = resolve_api_key(api_key_env)
+    bind = host or (ALL_INTERFACES if api_key else _LOOPBACK)
+    if api_key is None:
+        _LOG.warning(
+            "model server on %s:%d is UNAUTHENTICATED: anyone who can reach it can use the "
+            "model. Set %s (or --api-key-env VAR) to require a Bearer key%s",
+            bind,
+            port,
+            API_KEY_ENV,
+            "" if bind in (_LOOPBACK, "localhost", "::1") else "; it is NOT bound to loopback",
+        )
+    else:
+        _LOG.info("model server on %s:%d requires a Bearer API key", bind, port)
+    return bind, api_key
+
+
 @model_cli.command("serve")
 def serve(
     model: ModelDir,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Interface to bind. Default: 0.0.0.0 with an API key, 127.0.0.1 without one."
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="TCP port.")] = 8001,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key-env",
+            metavar="VAR",
+            help=f"Environment variable holding the API key (default: {API_KEY_ENV} if set). "
+            "With a key, every route but /health needs 'Authorization: Bearer <key>'.",
+        ),
+    ] = None,
     slices: Slices = OnOff.OFF,
     policy: Policy = "pool",
     budget: Budget = 1500,
@@ -218,9 +286,14 @@ def serve(
     from medvlm.errors import MedVLMError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    try:
+        bind, api_key = serve_security(host, port, api_key_env)
+    except ValueError as exc:
+        raise _fail(exc) from exc
     _quiet_transformers()
     try:
         runtime = _build_runtime(model, device, dtype, slices, policy, budget)
-    except MedVLMError as exc:
+        app = create_model_server(runtime, api_key=api_key)
+    except (MedVLMError, ValueError) as exc:
         raise _fail(exc) from exc
-    uvicorn.run(create_model_server(runtime), host=host, port=port, log_level="info")
+    uvicorn.run(app, host=bind, port=port, log_level="info")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import io
 import logging
 import threading
@@ -11,10 +12,11 @@ import time
 import uuid
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from numpy.typing import NDArray
+from starlette.middleware.base import RequestResponseEndpoint
 
 from app.model_server.schemas import (
     AssistantMessage,
@@ -34,11 +36,15 @@ from app.model_server.schemas import (
 from medvlm.errors import MedVLMError
 from medvlm.runtime import VisionLanguageRuntime
 
-__all__ = ["BadRequestError", "create_model_server"]
+__all__ = ["MIN_API_KEY_LENGTH", "OPEN_PATHS", "BadRequestError", "create_model_server"]
 
 _LOG = logging.getLogger(__name__)
 _MAX_IMAGE_BYTES = 64 * 1024 * 1024
 _DEFAULT_MAX_TOKENS = 256
+MIN_API_KEY_LENGTH = 16
+"""Shorter keys are refused at start-up (generate one with ``secrets.token_urlsafe(32)``)."""
+OPEN_PATHS = frozenset({"/health"})
+"""The only paths served without the API key when one is configured."""
 
 
 class BadRequestError(Exception):
@@ -50,8 +56,10 @@ class BadRequestError(Exception):
         self.param = param
 
 
-def _error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
-    body = ErrorResponse(error=ErrorBody(message=message, type=kind, param=param))
+def _error(
+    status: int, message: str, kind: str, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(message=message, type=kind, param=param, code=code))
     return JSONResponse(status_code=status, content=body.model_dump())
 
 
@@ -82,6 +90,13 @@ def decode_data_url(url: str) -> NDArray[np.uint8]:
 
 
 def _split_request(request: ChatCompletionRequest) -> tuple[str, NDArray[np.uint8] | None]:
+    if any(m.role == "system" for m in request.messages):
+        raise BadRequestError(
+            "system messages are not supported: the model answers inside its own fixed "
+            "conversation template (LLaVA-Rad: the Vicuna v1 system prompt), which a request "
+            "cannot replace; send one user message with the instruction and the image",
+            param="messages",
+        )
     users = [m for m in request.messages if m.role == "user"]
     if len(users) != 1 or any(m.role == "assistant" for m in request.messages):
         raise BadRequestError(
@@ -100,15 +115,58 @@ def _split_request(request: ChatCompletionRequest) -> tuple[str, NDArray[np.uint
     return "\n".join(texts), image
 
 
-def create_model_server(runtime: VisionLanguageRuntime) -> FastAPI:
+def _bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _unauthorized(message: str) -> JSONResponse:
+    response = _error(401, message, "invalid_request_error", code="invalid_api_key")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="radcheck-model-server"'
+    return response
+
+
+def create_model_server(runtime: VisionLanguageRuntime, *, api_key: str | None = None) -> FastAPI:
     """A FastAPI app serving ``runtime`` with the OpenAI chat-completions shape.
+
+    With ``api_key``, every path but ``/health`` (the OpenAPI docs included) needs
+    ``Authorization: Bearer <api_key>``, compared in constant time; anything else is answered 401
+    in OpenAI's error shape. Without it the server is unauthenticated: bind it to loopback only.
+    System messages are refused (400): the runtime applies its own fixed conversation template.
 
     Generation is serialised with a lock (one model, one request at a time); endpoints are plain
     ``def`` so FastAPI runs them in its thread pool, never blocking the event loop.
     """
+    if api_key is not None and len(api_key) < MIN_API_KEY_LENGTH:
+        raise ValueError(
+            f"the model server API key has {len(api_key)} characters, fewer than "
+            f"{MIN_API_KEY_LENGTH}: generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
     app = FastAPI(title="RadCheck model server", version="1")
     lock = threading.Lock()
     created = int(time.time())
+
+    if api_key is not None:
+        expected = api_key.encode("utf-8")
+
+        @app.middleware("http")
+        async def _require_key(request: Request, call_next: RequestResponseEndpoint) -> Response:
+            if request.url.path in OPEN_PATHS:
+                return await call_next(request)
+            token = _bearer_token(request)
+            if token is None:
+                return _unauthorized(
+                    "missing API key: send the header 'Authorization: Bearer <key>' (the key "
+                    "the server was started with; RadCheck workers: RADCHECK_MODEL__OPENAI_API_KEY)"
+                )
+            if not hmac.compare_digest(token.encode("utf-8"), expected):
+                _LOG.warning("rejected a request with a wrong API key on %s", request.url.path)
+                return _unauthorized(
+                    "incorrect API key: it does not match the key the model server was started "
+                    "with (RADCHECK_MODEL__OPENAI_API_KEY on the workers must equal it)"
+                )
+            return await call_next(request)
 
     @app.exception_handler(BadRequestError)
     def _bad_request(_: Request, exc: BadRequestError) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from app.cli.model import AI_LABEL, model_cli
+from app.cli.model import AI_LABEL, ALL_INTERFACES, API_KEY_ENV, model_cli, serve_security
 from tests.medvlm.test_runtime_helpers import network_guard, offline_guard
 
 __all__ = ["offline_guard"]
@@ -68,3 +69,47 @@ def test_run_reports_a_bad_checkpoint_clearly(files: dict[str, Path], tmp_path: 
     )
     assert result.exit_code == 2
     assert "config.json" in result.stderr and "is missing" in result.stderr
+
+
+def test_serve_refuses_a_named_but_unset_key_variable_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MY_MODEL_KEY", raising=False)
+    result = CliRunner().invoke(
+        model_cli, ["serve", "--model", str(tmp_path), "--api-key-env", "MY_MODEL_KEY"]
+    )
+    assert result.exit_code == 2
+    assert "MY_MODEL_KEY is not set or empty" in result.stderr
+
+
+def test_serve_refuses_a_short_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(API_KEY_ENV, "short")
+    result = CliRunner().invoke(model_cli, ["serve", "--model", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "fewer than 16" in result.stderr and "short" not in result.stderr.split("16")[-1]
+
+
+def test_serve_without_a_key_binds_loopback_and_warns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    with caplog.at_level(logging.WARNING, logger="app.cli.model"):
+        assert serve_security(None, 8001, None) == ("127.0.0.1", None)
+    assert "UNAUTHENTICATED" in caplog.text and "NOT bound to loopback" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="app.cli.model"):
+        assert serve_security(ALL_INTERFACES, 8001, None) == (ALL_INTERFACES, None)
+    assert "NOT bound to loopback" in caplog.text
+
+
+def test_serve_key_from_the_default_or_a_named_variable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "a-random-enough-key-0123456789"
+    monkeypatch.setenv(API_KEY_ENV, key)
+    with caplog.at_level(logging.INFO, logger="app.cli.model"):
+        assert serve_security(None, 8001, None) == (ALL_INTERFACES, key)
+        assert serve_security("10.0.0.5", 8001, None) == ("10.0.0.5", key)
+    assert "UNAUTHENTICATED" not in caplog.text and key not in caplog.text
+    monkeypatch.setenv("OTHER_KEY", key[::-1])
+    assert serve_security(None, 8001, "OTHER_KEY") == (ALL_INTERFACES, key[::-1])

@@ -35,10 +35,13 @@ def _free_port() -> int:
 
 
 class _Server:
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Any, api_key: str | None = None) -> None:
         self.port = _free_port()
         config = uvicorn.Config(
-            create_model_server(runtime), host="127.0.0.1", port=self.port, log_level="warning"
+            create_model_server(runtime, api_key=api_key),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -136,3 +139,71 @@ def test_model_errors_are_503_not_500() -> None:
         remote = OpenAIRuntime(f"{url}/v1", "none", timeout_s=30)
         with pytest.raises(RemoteModelError, match="HTTP 503: no model backend is configured"):
             remote.generate(None, "x")
+
+
+def test_a_system_message_is_refused_not_ignored(server_url: str) -> None:
+    with httpx.Client(base_url=server_url, timeout=30) as client:
+        response = client.post(
+            "/v1/chat/completions",
+            json={
+                "messages": [
+                    {"role": "system", "content": "You are a pirate."},
+                    {"role": "user", "content": "Hello?"},
+                ],
+                "max_tokens": 2,
+            },
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "messages"
+    assert "system messages are not supported" in error["message"]
+
+
+API_KEY = "k" * 8 + "-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keyed_url(tiny_runtime: Any) -> Iterator[str]:
+    with network_guard(), _Server(tiny_runtime, api_key=API_KEY) as url:
+        yield url
+
+
+def _assert_401(response: httpx.Response, match: str) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_api_key"
+    assert match in error["message"]
+    assert API_KEY not in response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/docs", "/openapi.json"])
+def test_with_a_key_every_route_but_health_needs_it(keyed_url: str, path: str) -> None:
+    with httpx.Client(base_url=keyed_url, timeout=30) as client:
+        assert client.get("/health").status_code == 200
+        _assert_401(client.get(path), "missing API key")
+        _assert_401(client.get(path, headers={"Authorization": "Basic " + API_KEY}), "missing")
+        wrong = {"Authorization": "Bearer " + API_KEY[:-1] + "X"}
+        _assert_401(client.get(path, headers=wrong), "incorrect API key")
+        right = client.get(path, headers={"Authorization": f"Bearer {API_KEY}"})
+        assert right.status_code == 200
+
+
+def test_openai_backend_with_the_key_gets_an_answer_without_it_a_401(
+    keyed_url: str, tiny_runtime: Any
+) -> None:
+    image = np.zeros((64, 48), dtype=np.uint8)
+    local = tiny_runtime.generate(image, INSTRUCTION, max_new_tokens=3)
+    good = OpenAIRuntime(f"{keyed_url}/v1", tiny_runtime.model_id, api_key=API_KEY, timeout_s=60)
+    assert good.generate(image, INSTRUCTION, max_new_tokens=3).text == local.text
+    good.close()
+    for key, match in ((None, "HTTP 401: missing API key"), ("wrong" * 5, "HTTP 401: incorrect")):
+        bad = OpenAIRuntime(f"{keyed_url}/v1", tiny_runtime.model_id, api_key=key, timeout_s=60)
+        with pytest.raises(RemoteModelError, match=match):
+            bad.generate(image, INSTRUCTION, max_new_tokens=3)
+        bad.close()
+
+
+def test_a_short_key_is_refused_at_start_up() -> None:
+    with pytest.raises(ValueError, match="fewer than 16"):
+        create_model_server(NullRuntime(), api_key="short")
