@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,19 +156,38 @@ def _substitution_sites(state: _State, subtype: ErrorSubtype) -> list[_Site]:
     return sites
 
 
-def _insert_sites(state: _State) -> list[_Site]:
+def _insert_at(text: str, gap: int, last: bool, sentence: str) -> tuple[str, Span]:
+    """``text`` with ``sentence`` inserted at ``gap``, and the sentence's span in it.
+
+    ``gap`` is a sentence start, or the end of the last sentence when ``last`` (there may be
+    punctuation-only debris after it, as in IU's "abnormality. .").
+    """
+    if last:
+        return f"{text[:gap]} {sentence}{text[gap:]}", (gap + 1, gap + 1 + len(sentence))
+    return f"{text[:gap]}{sentence} {text[gap:]}", (gap, gap + len(sentence))
+
+
+def _insert_sites(state: _State, split: SentenceSplitter, normalize: Normalizer) -> list[_Site]:
     lower = state.text.lower()
     options = tuple(
         c.sentence for c in INSERT_CANDIDATES if not any(key in lower for key in c.keys)
     )
     if not options or not state.sentences:
         return []
-    gaps = [start for start, _ in state.sentences] + [state.sentences[-1][1]]
-    return [
-        _Site(ErrorSubtype.INSERT_FINDING, gap, gap, options)
-        for gap in gaps
-        if _free(state, gap, gap) or gap == len(state.text)
-    ]
+    end = state.sentences[-1][1]
+    gaps = [start for start, _ in state.sentences] + [end]
+    probe = options[0]
+    sites = []
+    for gap in gaps:
+        if not (_free(state, gap, gap) or gap == end):
+            continue
+        # Only where the new sentence stands alone in the checker's split: not after a last
+        # sentence without a full stop, nor after a trailing abbreviation ("... etc.").
+        new_text, span = _insert_at(state.text, gap, gap == end, probe)
+        text, where = _normal_form(new_text, normalize)
+        if _move(span, where) in split(text):
+            sites.append(_Site(ErrorSubtype.INSERT_FINDING, gap, gap, options))
+    return sites
 
 
 def _remove_sites(state: _State) -> list[_Site]:
@@ -189,9 +209,15 @@ def _sex_key(header: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def _sites(state: _State, subtype: ErrorSubtype, context: str) -> list[_Site]:
+def _sites(
+    state: _State,
+    subtype: ErrorSubtype,
+    context: str,
+    split: SentenceSplitter,
+    normalize: Normalizer,
+) -> list[_Site]:
     if subtype is ErrorSubtype.INSERT_FINDING:
-        return _insert_sites(state)
+        return _insert_sites(state, split, normalize)
     if subtype is ErrorSubtype.REMOVE_FINDING:
         return _remove_sites(state)
     if subtype is ErrorSubtype.HEADER_MISMATCH:
@@ -211,7 +237,79 @@ def _shift(edits: list[Edit], at: int, delta: int) -> list[Edit]:
     return shifted
 
 
-def _apply(state: _State, site: _Site, rng: random.Random, split: SentenceSplitter) -> None:
+Normalizer = Callable[[str], str]
+"""Puts a section text in the splitter's normal form (for example medvlm's, via eval.checker)."""
+
+_WS_RUN = re.compile(r"\s+")
+
+
+def collapse_whitespace(text: str) -> str:
+    """Runs of whitespace to one space, no leading or trailing whitespace."""
+    return _WS_RUN.sub(" ", text).strip()
+
+
+def _collapse(text: str) -> tuple[str, list[int]]:
+    """``collapse_whitespace(text)`` and where each offset ``0..len(text)`` of ``text`` lands."""
+    out: list[str] = []
+    where = [0] * (len(text) + 1)
+    for match in re.finditer(r"\s+|\S+", text):
+        a, b = match.span()
+        if match.group(0)[0].isspace():
+            where[a:b] = [len(out)] * (b - a)
+            if out and b < len(text):
+                out.append(" ")
+        else:
+            where[a:b] = range(len(out), len(out) + b - a)
+            out.extend(match.group(0))
+    where[len(text)] = len(out)
+    return "".join(out), where
+
+
+def _normal_form(text: str, normalize: Normalizer) -> tuple[str, list[int]]:
+    """``normalize(text)`` and where each offset of ``text`` lands in it.
+
+    Edits join text with single spaces, so they can only leave whitespace out of form (a double
+    space, a trailing space); that is all this repairs. Anything else is a bug in an edit.
+    """
+    wanted = normalize(text)
+    if wanted == text:
+        return text, list(range(len(text) + 1))
+    collapsed, where = _collapse(text)
+    if collapsed != wanted:
+        raise EvalError(
+            "an injected edit left findings text that differs from the parser's normal form by "
+            "more than whitespace; this is a bug in eval.injection, please report it with the "
+            "report id and seed"
+        )
+    return wanted, where
+
+
+def _move(span: Span | None, where: Sequence[int]) -> Span | None:
+    if span is None:
+        return None
+    start, end = span
+    return (where[start], where[end - 1] + 1 if end > start else where[start])
+
+
+def _renormalize(state: _State, normalize: Normalizer) -> None:
+    """Put ``state.text`` back in ``normalize``'s form after an edit, moving edit spans with it."""
+    text, where = _normal_form(state.text, normalize)
+    if text == state.text:
+        return
+    state.text = text
+    state.edits = [
+        Edit(e.subtype, e.before, e.after, _move(e.span, where), e.removed_span)
+        for e in state.edits
+    ]
+
+
+def _apply(
+    state: _State,
+    site: _Site,
+    rng: random.Random,
+    split: SentenceSplitter,
+    normalize: Normalizer,
+) -> None:
     text = state.text
     if site.subtype is ErrorSubtype.HEADER_MISMATCH:
         assert state.header is not None
@@ -227,14 +325,9 @@ def _apply(state: _State, site: _Site, rng: random.Random, split: SentenceSplitt
     if site.subtype is ErrorSubtype.INSERT_FINDING:
         sentence = rng.choice(site.options)
         at = site.start
-        if at >= len(text.rstrip()):
-            at = len(text.rstrip())
-            new_text, start = f"{text[:at]} {sentence}{text[at:]}", at + 1
-        else:
-            new_text, start = f"{text[:at]}{sentence} {text[at:]}", at
-        delta = len(new_text) - len(text)
-        state.edits = _shift(state.edits, at, delta)
-        state.edits.append(Edit(site.subtype, "", sentence, (start, start + len(sentence))))
+        new_text, span = _insert_at(text, at, at == state.sentences[-1][1], sentence)
+        state.edits = _shift(state.edits, at, len(new_text) - len(text))
+        state.edits.append(Edit(site.subtype, "", sentence, span))
     elif site.subtype is ErrorSubtype.REMOVE_FINDING:
         start, end = site.start, site.end
         cut_end = end
@@ -255,7 +348,8 @@ def _apply(state: _State, site: _Site, rng: random.Random, split: SentenceSplitt
         span = (start, start + len(replacement))
         state.edits.append(Edit(site.subtype, text[start : site.end], replacement, span))
     state.text = new_text
-    state.sentences = list(split(new_text))
+    _renormalize(state, normalize)
+    state.sentences = list(split(state.text))
 
 
 def _choose(
@@ -264,12 +358,14 @@ def _choose(
     rng: random.Random,
     context: str,
     klass: ComplexClass | None,
+    split: SentenceSplitter,
+    normalize: Normalizer,
 ) -> _Site | None:
     candidates: list[tuple[ErrorSubtype, list[_Site]]] = []
     for subtype in allowed:
         if klass is not None and COMPLEX_CLASS_OF[subtype] is not klass:
             continue
-        sites = _sites(state, subtype, context)
+        sites = _sites(state, subtype, context, split, normalize)
         if sites:
             candidates.append((subtype, sites))
     if not candidates:
@@ -284,8 +380,14 @@ def inject_record(
     impression: str | None,
     config: InjectionConfig,
     split: SentenceSplitter,
+    normalize: Normalizer = collapse_whitespace,
 ) -> JSONDict:
-    """Build one dataset row for ``record`` (its findings text given explicitly)."""
+    """Build one dataset row for ``record`` (its findings text given explicitly).
+
+    ``findings`` must be in ``normalize``'s normal form; after every edit the text is put back
+    in that form (spans follow), so the row's ``findings`` is what the checker's parser holds and
+    ``sentence_index`` counts sentences the way the checker's flags do.
+    """
     rng = report_rng(config.seed, record.id)
     header = dict(record.header) if record.header is not None else None
     state = _State(text=findings, sentences=list(split(findings)), header=header)
@@ -293,11 +395,11 @@ def inject_record(
     klass: ComplexClass | None = None
     if rng.random() >= config.p_original:
         for _ in range(config.errors_per_report):
-            site = _choose(state, config.subtypes, rng, context, klass)
+            site = _choose(state, config.subtypes, rng, context, klass, split, normalize)
             if site is None:
                 break
             klass = COMPLEX_CLASS_OF[site.subtype]
-            _apply(state, site, rng, split)
+            _apply(state, site, rng, split, normalize)
     edits = state.edits
     first = edits[0] if edits else None
     sentence_index = None
@@ -343,7 +445,7 @@ def inject_corpus(
     *,
     split: SentenceSplitter,
     sections_of: SectionsOf,
-    normalize: Callable[[str], str] = str.strip,
+    normalize: Normalizer = collapse_whitespace,
     n: int | None = None,
 ) -> Iterator[JSONDict]:
     """Inject errors into ``n`` reports that have FINDINGS (all when ``n`` is None).
@@ -373,4 +475,4 @@ def inject_corpus(
         chosen = chosen[:n]
     for rid in chosen:
         record, findings, impression = eligible[rid]
-        yield inject_record(record, findings, impression, config, split)
+        yield inject_record(record, findings, impression, config, split, normalize)
