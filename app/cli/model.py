@@ -36,6 +36,12 @@ DTypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float16, bfloat16 
 Slices = Annotated[OnOff, typer.Option("--slices", help="LLaVA-UHD slicing under the budget.")]
 Policy = Annotated[str, typer.Option("--policy", help="Budget policy: none, pool or attention.")]
 Budget = Annotated[int, typer.Option("--budget", help="Visual tokens per study when slicing.")]
+Quant = Annotated[
+    str,
+    typer.Option(
+        "--quantization", help="none, or nf4 (4-bit weights; CUDA and bitsandbytes needed)."
+    ),
+]
 
 
 def _load_image(path: Path) -> NDArray[np.uint8]:
@@ -51,7 +57,13 @@ def _load_image(path: Path) -> NDArray[np.uint8]:
 
 
 def _build_runtime(
-    model: Path, device: str, dtype: str, slices: OnOff, policy: str, budget: int
+    model: Path,
+    device: str,
+    dtype: str,
+    slices: OnOff,
+    policy: str,
+    budget: int,
+    quantization: str = "none",
 ) -> Any:
     """The transformers runtime for ``model`` (config errors become ``RuntimeConfigError``)."""
     from medvlm.runtime import Backend, RuntimeConfig, build_runtime
@@ -61,6 +73,7 @@ def _build_runtime(
         model_dir=model,
         device=device,
         dtype=dtype,  # type: ignore[arg-type]
+        quantization=quantization,  # type: ignore[arg-type]
         slicing=slices is OnOff.ON,
         budget_policy=policy,  # type: ignore[arg-type]
         token_budget=budget,
@@ -104,6 +117,7 @@ def run(
     budget: Budget = 1500,
     device: Device = "auto",
     dtype: DTypeOpt = "auto",
+    quantization: Quant = "none",
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens at most.")] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     timings: Annotated[bool, typer.Option(help="Stage timings on stderr.")] = True,
@@ -120,7 +134,7 @@ def run(
     _quiet_transformers()
     start = time.perf_counter()
     try:
-        runtime = _build_runtime(model, device, dtype, slices, policy, budget)
+        runtime = _build_runtime(model, device, dtype, slices, policy, budget, quantization)
         load_ms = round((time.perf_counter() - start) * 1000.0, 3)
         result = runtime.generate(
             pixels, findings_instruction(reason), max_new_tokens=max_new_tokens
@@ -278,6 +292,7 @@ def serve(
     budget: Budget = 1500,
     device: Device = "auto",
     dtype: DTypeOpt = "auto",
+    quantization: Quant = "none",
 ) -> None:
     """Serve the model as an OpenAI-compatible endpoint (POST /v1/chat/completions)."""
     import uvicorn
@@ -292,7 +307,7 @@ def serve(
         raise _fail(exc) from exc
     _quiet_transformers()
     try:
-        runtime = _build_runtime(model, device, dtype, slices, policy, budget)
+        runtime = _build_runtime(model, device, dtype, slices, policy, budget, quantization)
         app = create_model_server(runtime, api_key=api_key)
     except (MedVLMError, ValueError) as exc:
         raise _fail(exc) from exc

@@ -113,3 +113,10 @@ def test_serve_key_from_the_default_or_a_named_variable(
     assert "UNAUTHENTICATED" not in caplog.text and key not in caplog.text
     monkeypatch.setenv("OTHER_KEY", key[::-1])
     assert serve_security(None, 8001, "OTHER_KEY") == (ALL_INTERFACES, key[::-1])
+
+
+def test_run_passes_quantization_to_the_runtime(files: dict[str, Path]) -> None:
+    args = ["run", "--model", str(files["model"]), "--image", str(files["image"])]
+    result = CliRunner().invoke(model_cli, [*args, "--device", "cpu", "--quantization", "nf4"])
+    assert result.exit_code == 2
+    assert "NF4 quantization runs on CUDA only" in result.stderr
