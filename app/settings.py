@@ -7,11 +7,19 @@ Invalid values stop the process at start-up with a message naming the variable.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RADCHECK_"
@@ -86,8 +94,8 @@ class WorkerSettings(BaseModel):
 class IngestSettings(BaseModel):
     """Study completeness."""
 
-    quiet_period_s: Annotated[float, Field(ge=0)] = Field(
-        default=30.0,
+    quiet_period_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0,
         description="A study is complete after this many seconds without a new instance.",
     )
     selection_rules: Path | None = Field(
@@ -104,7 +112,9 @@ class ModelSettings(BaseModel):
         description="Local checkpoint folder (transformers backend). Never downloaded.",
     )
     device: str = Field(
-        default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto, cpu, cuda or cuda:N"
+        default="auto",
+        pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
+        description="auto, cpu, cuda or cuda:N",
     )
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         default="auto", description="auto: float16 on CUDA, float32 on CPU (bf16 needs sm80+)"
@@ -127,13 +137,24 @@ class ModelSettings(BaseModel):
     openai_model: str = "llava-rad"
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
 
+    @model_validator(mode="after")
+    def _backend_needs(self) -> ModelSettings:
+        if self.backend == ModelBackend.TRANSFORMERS and self.model_dir is None:
+            raise ValueError(
+                "backend 'transformers' needs RADCHECK_MODEL__MODEL_DIR (the local checkpoint folder)"
+            )
+        if self.backend == ModelBackend.OPENAI and not self.openai_base_url:
+            raise ValueError(
+                "backend 'openai' needs RADCHECK_MODEL__OPENAI_BASE_URL (e.g. http://gpu-node:8001/v1)"
+            )
+        return self
+
 
 class ApiSettings(BaseModel):
     """The HTTP server."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
-    workers: Annotated[int, Field(ge=1)] = 1
 
 
 class Settings(BaseSettings):
@@ -184,10 +205,46 @@ def _env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in loc)
 
 
+# RADCHECK_ variables that are not settings of the service (tests, the model server).
+OTHER_VARIABLES = frozenset({"RADCHECK_MODEL_SERVER_API_KEY", "RADCHECK_API_KEY"})
+OTHER_PREFIXES = ("RADCHECK_TEST_",)
+
+
+def known_variables() -> set[str]:
+    """Every environment variable name the settings read."""
+    names: set[str] = set()
+    for group, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.update(
+                f"{ENV_PREFIX}{group.upper()}{ENV_NESTED_DELIMITER}{sub.upper()}"
+                for sub in annotation.model_fields
+            )
+        else:
+            names.add(f"{ENV_PREFIX}{group.upper()}")
+    return names
+
+
 def load_settings() -> Settings:
-    """Read and validate the settings, or raise SettingsError naming each bad variable."""
+    """Read and validate the settings, or raise SettingsError naming each bad variable.
+
+    A misspelt ``RADCHECK_`` variable is an error too: silently ignoring it would, for example, run
+    on the embedded SQLite database when PostgreSQL was meant.
+    """
+    known = known_variables()
+    problems = [
+        f"{name}: not a RadCheck setting (see the README's configuration table)"
+        for name in sorted(os.environ)
+        if name.upper().startswith(ENV_PREFIX)
+        and name.upper() not in known
+        and name.upper() not in OTHER_VARIABLES
+        and not name.upper().startswith(OTHER_PREFIXES)
+    ]
+    settings: Settings | None = None
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
-        problems = [f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise SettingsError("Invalid RadCheck configuration:\n  " + "\n  ".join(problems)) from None
+        problems += [f"{_env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
+    if problems or settings is None:
+        raise SettingsError("Invalid RadCheck configuration:\n  " + "\n  ".join(problems))
+    return settings

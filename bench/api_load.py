@@ -184,7 +184,7 @@ def bench_backend(backend: str, clients: int, seconds: float, studies: int) -> d
         **os.environ,
         "RADCHECK_STORAGE__DATA_DIR": tmp,
         "RADCHECK_LOG_LEVEL": "WARNING",
-        "RADCHECK_INGEST__QUIET_PERIOD_S": "0",
+        "RADCHECK_INGEST__QUIET_PERIOD_S": "0.05",
     }
     pg_name = None
     if backend == "postgresql":

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Role
 from app.db.session import Database
-from app.services.auth import Principal, authenticate
+from app.services.auth import Principal, PrincipalCache, authenticate
 from app.services.storage import ContentStore
 from app.settings import Settings
 
@@ -50,10 +50,13 @@ def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[Database, Depends(get_db)]
 StoreDep = Annotated[ContentStore, Depends(get_store)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits (or fails) before the response is sent, so a 2xx
+# always means the data is durable.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_principal(
+    request: Request,
     db: DbDep,
     header_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -66,8 +69,13 @@ def get_principal(
             "(create one with `radcheck apikey create --role ROLE --name NAME`).",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    with db.session() as session:
-        principal = authenticate(session, key)
+    cache: PrincipalCache = request.app.state.auth_cache
+    principal = cache.get(key)
+    if principal is None:
+        with db.session() as session:
+            principal = authenticate(session, key)
+        if principal is not None:
+            cache.put(key, principal)
     if principal is None:
         raise HTTPException(
             status_code=401,

@@ -7,13 +7,15 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 
-from app.api.errors import install_error_handlers
+from app.api.errors import ErrorBody, error_response, install_error_handlers
 from app.api.routes import check_report, checks, flags, health, instances, studies
 from app.db.migrate import ensure_current
 from app.db.session import Database
+from app.services.auth import PrincipalCache
 from app.services.factory import build_pipeline, build_text_checker
 from app.services.storage import ContentStore
 from app.settings import Settings
@@ -44,9 +46,10 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         worker: Worker | None = None
         thread: threading.Thread | None = None
         if in_process:
+            pipeline = build_pipeline(settings)  # a bad model configuration fails start-up here
             worker = Worker(
                 db,
-                lambda: build_pipeline(settings),
+                lambda: pipeline,
                 files_dir=settings.files_dir,
                 lease_s=settings.worker.lease_s,
                 poll_interval_s=settings.worker.poll_interval_s,
@@ -76,7 +79,28 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.state.db = db
     app.state.store = store
     app.state.text_checker = build_text_checker()
+    app.state.auth_cache = PrincipalCache(ttl_s=30.0)
     install_error_handlers(app)
+
+    # Middleware added last runs first: request ids wrap everything, including the body limit.
+
+    max_body = settings.storage.max_upload_bytes * min(settings.storage.max_upload_files, 8)
+
+    @app.middleware("http")
+    async def body_limit(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Refuse an oversized body from its Content-Length, before it is spooled to disk."""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_body:
+            return error_response(
+                request,
+                413,
+                "payload_too_large",
+                f"The request body is {int(length)} bytes; the limit is {max_body} "
+                "(RADCHECK_STORAGE__MAX_UPLOAD_BYTES per file): send fewer files per request.",
+            )
+        return await call_next(request)
 
     @app.middleware("http")
     async def request_id(
@@ -88,8 +112,14 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         response.headers["X-Request-ID"] = rid
         return response
 
+    errors: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorBody, "description": "Missing, unknown or revoked API key"},
+        403: {"model": ErrorBody, "description": "The key's role may not do this"},
+        422: {"model": ErrorBody, "description": "Invalid input (names the problem and the fix)"},
+    }
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, instances, studies, checks, flags, check_report):
-        api.include_router(module.router)
+    api.include_router(health.router)
+    for module in (instances, studies, checks, flags, check_report):
+        api.include_router(module.router, responses=errors)
     app.include_router(api)
     return app

@@ -3,9 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_ID = 2**31 - 1  # ids, versions and offsets are 32-bit integers in the database
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("contains a NUL character (\\u0000); remove it")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+UidPath = Annotated[
+    str,
+    Path(
+        pattern=r"^[0-9A-Za-z._-]{1,64}$",
+        description="A DICOM UID (digits and dots; at most 64 characters)",
+        examples=["1.2.826.0.1.3680043.8.498.1"],
+    ),
+]
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 AI_NOTICE = (
     "Unverified AI output: flags are suggestions for a radiologist to review, not findings. "
@@ -54,13 +75,13 @@ class ReportIn(BaseModel):
         },
     )
 
-    findings: str | None = Field(default=None, max_length=50_000)
-    impression: str | None = Field(default=None, max_length=50_000)
-    indication: str | None = Field(default=None, max_length=10_000)
-    comparison: str | None = Field(default=None, max_length=10_000)
-    technique: str | None = Field(default=None, max_length=10_000)
-    text: str | None = Field(default=None, max_length=100_000, description="The raw report text.")
-    accession_number: str | None = Field(default=None, max_length=64)
+    findings: Text | None = Field(default=None, max_length=50_000)
+    impression: Text | None = Field(default=None, max_length=50_000)
+    indication: Text | None = Field(default=None, max_length=10_000)
+    comparison: Text | None = Field(default=None, max_length=10_000)
+    technique: Text | None = Field(default=None, max_length=10_000)
+    text: Text | None = Field(default=None, max_length=100_000, description="The raw report text.")
+    accession_number: Text | None = Field(default=None, max_length=64)
 
 
 class ReportOut(BaseModel):
@@ -82,7 +103,7 @@ class CheckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
 
     report_version: int | None = Field(
-        default=None, ge=1, description="Default: the latest report version."
+        default=None, ge=1, le=MAX_ID, description="Default: the latest report version."
     )
 
 
@@ -196,7 +217,7 @@ class ReviewIn(BaseModel):
     )
 
     decision: Literal["accepted", "dismissed"]
-    comment: str | None = Field(default=None, max_length=5_000)
+    comment: Text | None = Field(default=None, max_length=5_000)
 
 
 class HeaderIn(BaseModel):
@@ -204,11 +225,11 @@ class HeaderIn(BaseModel):
 
     patient_sex: Literal["M", "F", "O"] | None = None
     patient_age_years: float | None = Field(default=None, ge=0, le=150)
-    view_position: str | None = Field(default=None, max_length=16, examples=["PA"])
-    body_part: str | None = Field(default=None, max_length=64, examples=["CHEST"])
-    image_laterality: str | None = Field(default=None, max_length=4)
+    view_position: Text | None = Field(default=None, max_length=16, examples=["PA"])
+    body_part: Text | None = Field(default=None, max_length=64, examples=["CHEST"])
+    image_laterality: Text | None = Field(default=None, max_length=4)
     portable: bool | None = None
-    modality: str | None = Field(default=None, max_length=16)
+    modality: Text | None = Field(default=None, max_length=16)
 
 
 class CheckReportIn(ReportIn):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ from app.settings import Settings
 from app.worker.runner import Worker
 
 __all__ = ["DEMO_REPORT", "run_demo"]
+
+# The demo study is complete as soon as it is stored (one image): a short quiet period suffices.
+DEMO_QUIET_PERIOD_S = 0.1
 
 # Written for the demo (not a real patient's report). It contains two slips a checker should catch:
 # the side of the effusion differs between findings and impression, and the findings describe a
@@ -71,12 +75,21 @@ def run_demo(settings: Settings, dicom: Path | None = None) -> dict[str, Any]:
             lambda: build_pipeline(settings),
             files_dir=settings.files_dir,
             lease_s=settings.worker.lease_s,
-            poll_interval_s=0.1,
-            quiet_period_s=0.0,
+            poll_interval_s=0.05,
+            quiet_period_s=DEMO_QUIET_PERIOD_S,
             worker_id="demo",
         )
-        while worker.run_once():
-            pass
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            worker.run_once()
+            with db.session() as session:
+                current = session.get(CheckJob, job_id)
+                if current is not None and current.status in (
+                    JobStatus.SUCCEEDED,
+                    JobStatus.FAILED,
+                ):
+                    break
+            time.sleep(DEMO_QUIET_PERIOD_S)
         with db.session() as session:
             done = session.get(CheckJob, job_id)
             assert done is not None

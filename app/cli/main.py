@@ -48,6 +48,10 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # pydicom may log element values (PHI) for non-conformant files; SQLAlchemy's engine logger
+    # would log statements. Keep both quiet whatever the level.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
 
 
 def settings_or_exit() -> Settings:
@@ -103,6 +107,12 @@ def serve(
 @cli.command("worker")
 def worker_command(
     once: Annotated[bool, typer.Option(help="Process at most one job, then exit")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Health check: exit 0 if a worker on this host heart-beat recently"
+        ),
+    ] = False,
 ) -> None:
     """Run a standalone check worker (one per GPU)."""
     from app.db.migrate import SchemaOutdatedError, ensure_current
@@ -112,6 +122,23 @@ def worker_command(
 
     settings = settings_or_exit()
     db = Database(settings.database_url, pool_size=2)
+    if check:
+        import socket
+        from datetime import timedelta
+
+        from app.services.jobs import worker_alive
+
+        with db.session() as session:
+            alive = worker_alive(
+                session,
+                within=timedelta(seconds=settings.worker.alive_after_s),
+                hostname=socket.gethostname(),
+            )
+        db.dispose()
+        if not alive:
+            fail("no worker on this host heart-beat recently", code=1)
+        typer.echo("worker alive")
+        return
     try:
         ensure_current(db.engine, db.url)
     except SchemaOutdatedError as exc:
@@ -124,6 +151,10 @@ def worker_command(
         poll_interval_s=settings.worker.poll_interval_s,
         quiet_period_s=settings.ingest.quiet_period_s,
     )
+    try:
+        worker.pipeline  # noqa: B018 - load the checker and model now: a bad config fails here
+    except Exception as exc:  # noqa: BLE001 - reported as one line, not a traceback
+        fail(f"cannot build the check pipeline: {type(exc).__name__}: {exc}")
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("signal %s: stopping after the current job", signum)

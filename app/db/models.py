@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -177,7 +178,17 @@ class Report(Base):
 
 class CheckJob(Base):
     __tablename__ = "check_jobs"
-    __table_args__ = (Index("ix_check_jobs_status_lease", "status", "lease_expires_at"),)
+    __table_args__ = (
+        Index("ix_check_jobs_status_lease", "status", "lease_expires_at"),
+        # At most one queued or running check per report version (concurrent requests share it).
+        Index(
+            "uq_check_jobs_active_report",
+            "report_id",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)

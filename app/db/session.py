@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 __all__ = ["Database", "create_db_engine"]
+
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -33,11 +37,17 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> En
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 15}}
         if parsed.database in (None, "", ":memory:"):
             kwargs["poolclass"] = NullPool
-        engine = create_engine(url, echo=echo, **kwargs)
+        engine = create_engine(url, echo=echo, hide_parameters=True, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # hide_parameters: error messages and tracebacks never carry bound values (report text, PHI).
     return create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url,
+        echo=echo,
+        hide_parameters=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
     )
 
 
@@ -58,6 +68,23 @@ class Database:
         """A session whose transaction commits on success and rolls back on error."""
         with self.sessions() as session, session.begin():
             yield session
+
+    def run(self, work: Callable[[Session], T], *, attempts: int = 5) -> T:
+        """Run ``work`` in its own transaction, retrying when a concurrent writer got there first.
+
+        Covers unique-constraint races (e.g. two submissions computing the same next version) and
+        SQLite's "database is locked" on a stale read snapshot. ``work`` must be safe to repeat.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.session() as session:
+                    return work(session)
+            except (IntegrityError, OperationalError) as exc:
+                transient = isinstance(exc, IntegrityError) or "locked" in str(exc.orig)
+                if not transient or attempt == attempts:
+                    raise
+                time.sleep(0.01 * attempt * attempt)
+        raise AssertionError("unreachable")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -12,7 +14,14 @@ from sqlalchemy.orm import Session
 from app.db.models import ApiKey, Role, utcnow
 from app.services.errors import ConflictError, InvalidInputError
 
-__all__ = ["Principal", "authenticate", "create_api_key", "list_api_keys", "revoke_api_key"]
+__all__ = [
+    "Principal",
+    "PrincipalCache",
+    "authenticate",
+    "create_api_key",
+    "list_api_keys",
+    "revoke_api_key",
+]
 
 KEY_PREFIX = "rck_"
 
@@ -28,6 +37,34 @@ class Principal:
     @property
     def actor(self) -> str:
         return f"apikey:{self.name}"
+
+
+class PrincipalCache:
+    """Recently authenticated keys (by hash, never the key), so reads do not hit the database.
+
+    A revoked key keeps working for at most ``ttl_s`` seconds in a running server.
+    """
+
+    def __init__(self, ttl_s: float = 30.0, max_entries: int = 1024) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Principal | None:
+        digest = _hash(key)
+        with self._lock:
+            hit = self._entries.get(digest)
+            if hit is None or hit[0] < time.monotonic():
+                self._entries.pop(digest, None)
+                return None
+            return hit[1]
+
+    def put(self, key: str, principal: Principal) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[_hash(key)] = (time.monotonic() + self.ttl_s, principal)
 
 
 def _hash(key: str) -> str:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import dicom_io
-from app.db.models import Instance, Series, Study, StudyStatus, utcnow
+from app.db.models import Base, Instance, Series, Study, StudyStatus, utcnow
 from app.services import audit
 from app.services.storage import ContentStore
 
 __all__ = ["IngestOutcome", "ingest_instance", "mark_complete_studies"]
 
 logger = logging.getLogger(__name__)
+
+Row = TypeVar("Row", bound=Base)
 
 
 @dataclass(frozen=True)
@@ -31,38 +35,25 @@ class IngestOutcome:
     stored: bool  # False: the same SOP Instance UID was already here (duplicate, kept once)
     eligible: bool
     reasons: tuple[str, ...]
+    conflict: bool = False  # same SOP Instance UID, different bytes: not stored
 
 
-def _get_or_create_study(session: Session, inst: dicom_io.DicomInstance) -> Study:
-    study = session.scalar(select(Study).where(Study.study_instance_uid == inst.study_instance_uid))
-    if study is None:
-        study = Study(
-            study_instance_uid=inst.study_instance_uid,
-            accession_number=inst.accession_number,
-            patient_id=inst.patient_id,
-            patient_name=inst.patient_name,
-            study_date=inst.study_date,
-            study_description=inst.study_description,
-        )
-        session.add(study)
-        session.flush()
-    return study
-
-
-def _get_or_create_series(session: Session, study: Study, inst: dicom_io.DicomInstance) -> Series:
-    series = session.scalar(
-        select(Series).where(Series.series_instance_uid == inst.series_instance_uid)
-    )
-    if series is None:
-        series = Series(
-            study_id=study.id,
-            series_instance_uid=inst.series_instance_uid,
-            series_number=inst.series_number,
-            modality=inst.modality,
-        )
-        session.add(series)
-        session.flush()
-    return series
+def _get_or_create(session: Session, model: type[Row], where: Any, values: dict[str, Any]) -> Row:
+    """Select-or-insert that tolerates a concurrent insert of the same row (savepoint + re-select)."""
+    row = session.scalar(select(model).where(where))
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = model(**values)
+            session.add(row)
+            session.flush()
+        return row
+    except IntegrityError:
+        row = session.scalar(select(model).where(where))
+        if row is None:
+            raise
+        return row
 
 
 def ingest_instance(
@@ -76,27 +67,51 @@ def ingest_instance(
     """Validate ``data`` as DICOM, store it, and add it to its study.
 
     Raises ``dicom_io.DicomIOError`` for anything that is not a valid DICOM instance. The file is on
-    disk (fsynced) before the database row is flushed, so an accepted instance is never lost.
+    disk (fsynced) before the database row is flushed, so an accepted instance is never lost. The same
+    SOP Instance UID with the same bytes is a harmless duplicate; with different bytes it is a
+    conflict (``IngestOutcome.conflict``), recorded in the audit trail and not stored.
     """
     inst = dicom_io.read_instance(data)
-    existing = session.scalar(
-        select(Instance).where(Instance.sop_instance_uid == inst.sop_instance_uid)
-    )
-    reasons = tuple(inst.eligibility.reasons)
+    digest = hashlib.sha256(data).hexdigest()
     outcome = IngestOutcome(
         sop_instance_uid=inst.sop_instance_uid,
         study_instance_uid=inst.study_instance_uid,
         series_instance_uid=inst.series_instance_uid,
         kind=str(inst.kind),
-        stored=existing is None,
+        stored=True,
         eligible=inst.eligibility.eligible,
-        reasons=reasons,
+        reasons=tuple(inst.eligibility.reasons),
+    )
+    existing = session.scalar(
+        select(Instance).where(Instance.sop_instance_uid == inst.sop_instance_uid)
     )
     if existing is not None:
-        return outcome
+        return _already_stored(session, existing, digest, outcome, actor)
     stored = store.put(data)
-    study = _get_or_create_study(session, inst)
-    series = _get_or_create_series(session, study, inst)
+    study = _get_or_create(
+        session,
+        Study,
+        Study.study_instance_uid == inst.study_instance_uid,
+        {
+            "study_instance_uid": inst.study_instance_uid,
+            "accession_number": inst.accession_number,
+            "patient_id": inst.patient_id,
+            "patient_name": inst.patient_name,
+            "study_date": inst.study_date,
+            "study_description": inst.study_description,
+        },
+    )
+    series = _get_or_create(
+        session,
+        Series,
+        Series.series_instance_uid == inst.series_instance_uid,
+        {
+            "study_id": study.id,
+            "series_instance_uid": inst.series_instance_uid,
+            "series_number": inst.series_number,
+            "modality": inst.modality,
+        },
+    )
     now = utcnow()
     row = Instance(
         series_id=series.id,
@@ -111,7 +126,7 @@ def ingest_instance(
         attributes=dict(inst.attributes),
         header=inst.header.to_dict(),
         eligible=inst.eligibility.eligible,
-        eligibility_reasons=list(reasons),
+        eligibility_reasons=list(outcome.reasons),
         source=source,
         received_at=now,
     )
@@ -120,8 +135,13 @@ def ingest_instance(
             session.add(row)
             session.flush()
     except IntegrityError:
-        # A concurrent request stored the same SOP Instance UID first: one copy is kept.
-        return IngestOutcome(**{**outcome.__dict__, "stored": False})
+        # A concurrent request stored the same SOP Instance UID first.
+        existing = session.scalar(
+            select(Instance).where(Instance.sop_instance_uid == inst.sop_instance_uid)
+        )
+        if existing is None:
+            raise
+        return _already_stored(session, existing, digest, outcome, actor)
     # A late instance re-opens a study that was already complete or checked.
     study.last_instance_at = now
     study.status = StudyStatus.RECEIVING
@@ -136,6 +156,32 @@ def ingest_instance(
     )
     logger.info("stored instance id=%s study id=%s kind=%s", row.id, study.id, row.kind)
     return outcome
+
+
+def _already_stored(
+    session: Session, existing: Instance, digest: str, outcome: IngestOutcome, actor: str
+) -> IngestOutcome:
+    study_id = existing.series.study_id
+    if existing.sha256 == digest:
+        audit.record(
+            session,
+            actor=actor,
+            action="instance.duplicate",
+            study_id=study_id,
+            object_type="instance",
+            object_id=existing.id,
+        )
+        return replace(outcome, stored=False)
+    audit.record(
+        session,
+        actor=actor,
+        action="instance.conflict",
+        study_id=study_id,
+        object_type="instance",
+        object_id=existing.id,
+        details={"stored_sha256": existing.sha256, "received_sha256": digest},
+    )
+    return replace(outcome, stored=False, conflict=True)
 
 
 def mark_complete_studies(session: Session, *, quiet_period: timedelta, now: datetime) -> int:

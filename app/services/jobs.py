@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import (
@@ -83,8 +84,20 @@ def request_check(
         max_attempts=max_attempts,
         requested_by=actor,
     )
-    session.add(job)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:  # a concurrent request queued the same report version first
+        active = session.scalar(
+            select(CheckJob).where(
+                CheckJob.report_id == report.id,
+                CheckJob.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]),
+            )
+        )
+        if active is None:
+            raise
+        return active, False
     audit.record(
         session,
         actor=actor,
@@ -137,10 +150,19 @@ def _abandon_exhausted(session: Session, now: datetime) -> None:
         job.status = JobStatus.FAILED
         job.error = (
             f"Abandoned after {job.attempts} attempt(s): the worker stopped or timed out each "
-            "time (see the worker logs); retry it with POST /api/v1/checks/{id}/retry."
-        ).replace("{id}", str(job.id))
+            f"time (see the worker logs); retry it with POST /api/v1/checks/{job.id}/retry."
+        )
         job.finished_at = now
         job.lease_owner = None
+        audit.record(
+            session,
+            actor="system",
+            action="check.failed",
+            study_id=job.study_id,
+            object_type="check_job",
+            object_id=job.id,
+            details={"error": "abandoned", "attempts": job.attempts},
+        )
 
 
 def claim_next(
@@ -333,11 +355,11 @@ def record_worker_heartbeat(session: Session, *, worker_id: str) -> None:
         row.last_seen_at = now
 
 
-def worker_alive(session: Session, *, within: timedelta) -> bool:
-    cutoff = utcnow() - within
-    return (
-        session.scalar(
-            select(WorkerHeartbeat.worker_id).where(WorkerHeartbeat.last_seen_at >= cutoff).limit(1)
-        )
-        is not None
+def worker_alive(session: Session, *, within: timedelta, hostname: str | None = None) -> bool:
+    """Has any worker (on ``hostname``, if given) heart-beat within the last ``within``?"""
+    query = select(WorkerHeartbeat.worker_id).where(
+        WorkerHeartbeat.last_seen_at >= utcnow() - within
     )
+    if hostname is not None:
+        query = query.where(WorkerHeartbeat.hostname == hostname)
+    return session.scalar(query.limit(1)) is not None

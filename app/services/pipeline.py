@@ -117,7 +117,7 @@ class CheckPipeline:
             raise CheckIncompleteError(
                 f"{len(failed)} of {len(result.model_answers)} model calls failed, first: "
                 f"{failed[0]}. The model backend is unavailable or misconfigured "
-                "(RADCHECK_MODEL__*); retry the check with POST /api/v1/checks/{id}/retry."
+                f"(RADCHECK_MODEL__*); retry the check with POST /api/v1/checks/{inputs.job_id}/retry."
             )
         for stage, ms in result.timings_ms.items():
             timings[f"check.{stage}"] = ms
@@ -126,6 +126,8 @@ class CheckPipeline:
             "checker": result.provenance,
             "image": {"sop_instance_uid": decision.chosen, **render_info},
             "model_output": "unverified AI output: must be reviewed by a radiologist",
+            "model_answers": [answer.to_dict() for answer in result.model_answers],
+            "unparseable_answers": result.unparseable_answers,
         }
         if self.runtime is None:
             provenance["model"] = {"backend": "none"}

@@ -39,7 +39,10 @@ def submit_report(
     session: Session, *, study_uid: str, submission: ReportSubmission, actor: str
 ) -> Report:
     """Store a new version of the study's report."""
-    study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+    query = select(Study).where(Study.study_instance_uid == study_uid)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()  # serialises version numbering per study
+    study = session.scalar(query)
     if study is None:
         raise NotFoundError(
             f"No study with StudyInstanceUID {study_uid!r}: upload its images first "

@@ -21,7 +21,7 @@ def make_settings(data_dir: Path, database_url: str | None = None, **worker: obj
             "storage": {"data_dir": data_dir},
             "database": {"url": database_url},
             "worker": {"poll_interval_s": 0.05, "lease_s": 5.0, **worker},
-            "ingest": {"quiet_period_s": 0.0},
+            "ingest": {"quiet_period_s": 0.05},
         }
     )
 

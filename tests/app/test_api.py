@@ -297,3 +297,105 @@ def test_server_refuses_outdated_schema(tmp_path: Path, settings: Settings) -> N
     downgrade(settings.database_url, "base")
     with pytest.raises(SchemaOutdatedError, match="radcheck db upgrade"):
         create_app(settings)
+
+
+def test_hostile_inputs_get_4xx_never_5xx(client: TestClient, keys: dict[str, str]) -> None:
+    integ = {"X-API-Key": keys["integration"]}
+    cases = [
+        client.get(f"{API}/checks/2147483648", headers=integ),
+        client.get(f"{API}/checks/99999999999999999999", headers=integ),
+        client.get(f"{API}/studies?offset=9223372036854775808", headers=integ),
+        client.get(f"{API}/studies/a%00b", headers=integ),
+        client.get(f"{API}/studies/{'1' * 65}", headers=integ),
+        client.post(f"{API}/flags/0/reviews", json={"decision": "accepted"}, headers=integ),
+        client.post(f"{API}/studies/1.2.3/checks", json={"report_version": 2**40}, headers=integ),
+        client.post(f"{API}/check-report", json={"findings": "a\u0000b"}, headers=integ),
+        client.post(f"{API}/check-report", content=b"{not json", headers=integ),
+        client.post(f"{API}/instances", content=b"raw", headers=integ),
+        client.post(
+            f"{API}/instances",
+            files=[("files", ("empty.dcm", b"", "application/dicom"))],
+            headers=integ,
+        ),
+    ]
+    for response in cases:
+        assert 400 <= response.status_code < 500, (response.request.url, response.text)
+        body = response.json()
+        assert body["type"] and body["detail"] and body["request_id"]
+
+
+def test_same_uid_different_bytes_is_a_conflict(
+    client: TestClient, keys: dict[str, str], rg1_path: Path, tmp_path: Path
+) -> None:
+    integ = keys["integration"]
+    assert upload(client, integ, rg1_path).status_code == 201
+    ds = pydicom.dcmread(rg1_path)
+    ds.PatientName = "Changed^Name"
+    changed = tmp_path / "changed.dcm"
+    ds.save_as(changed)
+    response = upload(client, integ, changed)
+    body = assert_error_shape(response, 409, "conflict")
+    assert "different content" in body["detail"]
+
+
+def test_oversized_body_is_refused_before_reading(
+    client: TestClient, keys: dict[str, str], settings: Settings
+) -> None:
+    too_big = settings.storage.max_upload_bytes * 8 + 1
+    response = client.post(
+        f"{API}/instances",
+        headers={"X-API-Key": keys["integration"], "Content-Length": str(too_big)},
+        content=b"x",
+    )
+    assert_error_shape(response, 413, "payload_too_large")
+
+
+def test_reads_checks_and_reviews_are_audited(
+    client: TestClient, keys: dict[str, str], rg1_path: Path, settings: Settings
+) -> None:
+    import sqlalchemy as sa
+
+    integ, rad = keys["integration"], keys["radiologist"]
+    uid = upload(client, integ, rg1_path).json()["accepted"][0]["study_instance_uid"]
+    client.post(f"{API}/studies/{uid}/reports", json=REPORT, headers=auth(integ))
+    job = wait_for_check(
+        client, integ, client.post(f"{API}/studies/{uid}/checks", headers=auth(integ)).json()["id"]
+    )
+    client.get(f"{API}/studies/{uid}", headers=auth(rad))
+    flag_id = job["flags"][0]["id"]
+    client.post(f"{API}/flags/{flag_id}/reviews", json={"decision": "accepted"}, headers=auth(rad))
+    engine = sa.create_engine(settings.database_url)
+    with engine.connect() as conn:
+        events = conn.execute(sa.text("SELECT actor, action FROM audit_events")).all()
+    engine.dispose()
+    seen = {(e.actor, e.action) for e in events}
+    for expected in [
+        ("apikey:test-integration", "instance.stored"),
+        ("apikey:test-integration", "report.submitted"),
+        ("apikey:test-integration", "check.requested"),
+        ("apikey:test-radiologist", "study.read"),
+        ("apikey:test-radiologist", "flag.accepted"),
+    ]:
+        assert expected in seen, expected
+    assert any(action == "check.completed" for _, action in seen)
+
+
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+def test_checked_within_30_s_with_default_quiet_period(
+    tmp_path: Path, settings: Settings, keys: dict[str, str], rg1_path: Path
+) -> None:
+    """Done-when of issue 2, with the shipped defaults (the quiet period included)."""
+    from app.api import create_app
+
+    defaults = settings.model_copy(deep=True)
+    defaults.ingest.quiet_period_s = Settings().ingest.quiet_period_s
+    defaults.worker.poll_interval_s = Settings().worker.poll_interval_s
+    start = time.monotonic()
+    with TestClient(create_app(defaults)) as c:
+        integ = keys["integration"]
+        uid = upload(c, integ, rg1_path).json()["accepted"][0]["study_instance_uid"]
+        c.post(f"{API}/studies/{uid}/reports", json=REPORT, headers=auth(integ))
+        job_id = c.post(f"{API}/studies/{uid}/checks", headers=auth(integ)).json()["id"]
+        job = wait_for_check(c, integ, job_id, timeout=30)
+    assert job["status"] == "succeeded"
+    assert time.monotonic() - start < 30

@@ -127,3 +127,19 @@ def test_readme_quickstart_serves_health(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_misspelt_or_incomplete_model_settings_fail_at_start(tmp_path: Path) -> None:
+    done = radcheck(env_for(tmp_path, RADCHECK_DATABASE_URL="postgresql://x"), "db", "upgrade")
+    assert done.returncode == 2 and "RADCHECK_DATABASE_URL: not a RadCheck setting" in done.stderr
+    done = radcheck(env_for(tmp_path, RADCHECK_MODEL__BACKEND="transformers"), "worker", "--once")
+    assert done.returncode == 2 and "RADCHECK_MODEL__MODEL_DIR" in done.stderr
+
+
+def test_worker_health_check(tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    assert radcheck(env, "db", "upgrade").returncode == 0
+    assert radcheck(env, "worker", "--check").returncode == 1  # no worker ran yet
+    assert radcheck(env, "worker", "--once").returncode == 0
+    done = radcheck(env, "worker", "--check")
+    assert done.returncode == 0 and "worker alive" in done.stdout

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from app.settings import ENV_NESTED_DELIMITER, ENV_PREFIX, Settings
+from app.settings import known_variables
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
-def env_names() -> list[str]:
-    names = []
-    for group, field in Settings.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            for sub in annotation.model_fields:
-                names.append(f"{ENV_PREFIX}{group.upper()}{ENV_NESTED_DELIMITER}{sub.upper()}")
-        else:
-            names.append(f"{ENV_PREFIX}{group.upper()}")
-    return names
-
-
 def test_every_setting_is_in_the_readme() -> None:
-    missing = [name for name in env_names() if name not in README]
+    missing = [name for name in sorted(known_variables()) if name not in README]
     assert not missing, f"document these in README.md's configuration table: {missing}"
 
 

@@ -85,7 +85,7 @@ def start_worker(settings: Settings, model_url: str) -> subprocess.Popen[bytes]:
             "RADCHECK_DATABASE__URL": settings.database_url,
             "RADCHECK_WORKER__LEASE_S": "2",
             "RADCHECK_WORKER__POLL_INTERVAL_S": "0.1",
-            "RADCHECK_INGEST__QUIET_PERIOD_S": "0",
+            "RADCHECK_INGEST__QUIET_PERIOD_S": "0.05",
             "RADCHECK_MODEL__BACKEND": "openai",
             "RADCHECK_MODEL__OPENAI_BASE_URL": model_url,
             "RADCHECK_MODEL__TIMEOUT_S": "30",

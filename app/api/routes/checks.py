@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
-from app.api.deps import Integrator, Requester, SessionDep, SettingsDep
+from app.api.deps import DbDep, Integrator, Requester, SessionDep, SettingsDep
 from app.api.errors import ErrorBody
 from app.api.routes.studies import check_out
-from app.api.schemas import CheckOut, CheckRequest
+from app.api.schemas import CheckOut, CheckRequest, IdPath, UidPath
 from app.db.models import CheckJob, Flag
 from app.services import audit
 from app.services.errors import NotFoundError
@@ -27,25 +27,29 @@ router = APIRouter(tags=["checks"])
     responses={200: {"model": CheckOut}, 404: {"model": ErrorBody}},
 )
 def post_check(
-    study_uid: str,
-    session: SessionDep,
+    study_uid: UidPath,
+    db: DbDep,
     principal: Requester,
     settings: SettingsDep,
     response: Response,
     body: CheckRequest | None = None,
 ) -> CheckOut:
-    job, created = request_check(
-        session,
-        study_uid=study_uid,
-        actor=principal.actor,
-        max_attempts=settings.worker.max_attempts,
-        report_version=body.report_version if body else None,
-    )
+    def work(session: Session) -> tuple[CheckOut, bool]:
+        job, created = request_check(
+            session,
+            study_uid=study_uid,
+            actor=principal.actor,
+            max_attempts=settings.worker.max_attempts,
+            report_version=body.report_version if body else None,
+        )
+        session.flush()
+        session.refresh(job)
+        return check_out(job), created
+
+    out, created = db.run(work)
     if not created:
         response.status_code = 200
-    session.flush()
-    session.refresh(job)
-    return check_out(job)
+    return out
 
 
 @router.get(
@@ -54,7 +58,7 @@ def post_check(
     summary="A check job with its status, error, timings, provenance and flags",
     responses={404: {"model": ErrorBody}},
 )
-def get_check(job_id: int, session: SessionDep, principal: Requester) -> CheckOut:
+def get_check(job_id: IdPath, session: SessionDep, principal: Requester) -> CheckOut:
     job = session.get(
         CheckJob,
         job_id,
@@ -80,7 +84,7 @@ def get_check(job_id: int, session: SessionDep, principal: Requester) -> CheckOu
     summary="Retry a failed check job",
     responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-def post_retry(job_id: int, session: SessionDep, principal: Integrator) -> CheckOut:
+def post_retry(job_id: IdPath, session: SessionDep, principal: Integrator) -> CheckOut:
     job = retry_check(session, job_id=job_id, actor=principal.actor)
     session.flush()
     return check_out(job)

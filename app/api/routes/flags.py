@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from app.api.deps import Radiologist, SessionDep
 from app.api.errors import ErrorBody
-from app.api.schemas import ReviewIn, ReviewOut
+from app.api.schemas import IdPath, ReviewIn, ReviewOut
 from app.db.models import ReviewDecision
 from app.services.reviews import review_flag
 
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/flags", tags=["flags"])
     responses={404: {"model": ErrorBody}},
 )
 def post_review(
-    flag_id: int, body: ReviewIn, session: SessionDep, principal: Radiologist
+    flag_id: IdPath, body: ReviewIn, session: SessionDep, principal: Radiologist
 ) -> ReviewOut:
     review = review_flag(
         session,

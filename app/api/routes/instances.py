@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
@@ -12,7 +13,7 @@ import dicom_io
 from app.api.deps import DbDep, Integrator, SettingsDep, StoreDep
 from app.api.errors import ErrorBody, error_response, status_for
 from app.api.schemas import InstanceResult, RejectedFile, UploadResponse
-from app.services.errors import PayloadTooLargeError
+from app.services.errors import ConflictError, PayloadTooLargeError
 from app.services.ingest import ingest_instance
 
 router = APIRouter(prefix="/instances", tags=["instances"])
@@ -65,9 +66,16 @@ def upload_instances(
                 raise dicom_io.DicomIOError(
                     "The file is empty: send a DICOM Part 10 file (128-byte preamble + 'DICM')."
                 )
-            with db.session() as session:
-                outcome = ingest_instance(session, store, data, actor=principal.actor)
-        except (dicom_io.DicomIOError, PayloadTooLargeError) as exc:
+            outcome = db.run(
+                partial(ingest_instance, store=store, data=data, actor=principal.actor)
+            )
+            if outcome.conflict:
+                raise ConflictError(
+                    f"SOP Instance UID {outcome.sop_instance_uid} is already stored with different "
+                    "content; the stored object was kept. A corrected object needs a new "
+                    "SOPInstanceUID."
+                )
+        except (dicom_io.DicomIOError, PayloadTooLargeError, ConflictError) as exc:
             status, type_ = status_for(exc)
             statuses.append(status)
             rejected.append(RejectedFile(filename=upload.filename, type=type_, detail=str(exc)))

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import Integrator, Reader, SessionDep
+from app.api.deps import DbDep, Integrator, Reader, SessionDep
 from app.api.errors import ErrorBody
 from app.api.schemas import (
+    MAX_ID,
     CheckOut,
     FlagOut,
     ImageOut,
@@ -18,6 +19,7 @@ from app.api.schemas import (
     StudyDetail,
     StudyPage,
     StudySummary,
+    UidPath,
 )
 from app.db.models import CheckJob, Study, StudyStatus
 from app.services.queries import StudyFilter, get_study, list_studies
@@ -83,9 +85,9 @@ def studies(
     ] = None,
     date_from: Annotated[date | None, Query(description="Study date from (YYYY-MM-DD)")] = None,
     date_to: Annotated[date | None, Query(description="Study date to (YYYY-MM-DD)")] = None,
-    accession_number: Annotated[str | None, Query(max_length=64)] = None,
+    accession_number: Annotated[str | None, Query(pattern=r"^[^\x00]{1,64}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> StudyPage:
     flt = StudyFilter(
         status=status.value if status else None,
@@ -108,7 +110,7 @@ def studies(
     summary="A study with its images, report versions, checks and flags",
     responses=NOT_FOUND,
 )
-def study(study_uid: str, session: SessionDep, principal: Reader) -> StudyDetail:
+def study(study_uid: UidPath, session: SessionDep, principal: Reader) -> StudyDetail:
     return study_detail(get_study(session, study_uid, actor=principal.actor))
 
 
@@ -119,13 +121,11 @@ def study(study_uid: str, session: SessionDep, principal: Reader) -> StudyDetail
     summary="Submit the study's report (a new version each time)",
     responses={**NOT_FOUND, 422: {"model": ErrorBody}},
 )
-def post_report(
-    study_uid: str, body: ReportIn, session: SessionDep, principal: Integrator
-) -> ReportOut:
-    report = submit_report(
-        session,
-        study_uid=study_uid,
-        submission=ReportSubmission(**body.model_dump()),
-        actor=principal.actor,
+def post_report(study_uid: UidPath, body: ReportIn, db: DbDep, principal: Integrator) -> ReportOut:
+    submission = ReportSubmission(**body.model_dump())
+    report = db.run(
+        lambda session: submit_report(
+            session, study_uid=study_uid, submission=submission, actor=principal.actor
+        )
     )
     return ReportOut.model_validate(report)
