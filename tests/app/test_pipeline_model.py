@@ -51,15 +51,9 @@ REPORT = {
     "No pneumothorax.",
     "impression": "Small left pleural effusion.",
 }
-# The pipeline records the checker's model answers in the job provenance under these keys
-# (app/services/pipeline.py). Until it does, the tests that read them are strict xfails.
+# Where the pipeline records the checker's model answers in the job provenance.
 ANSWERS_KEY = "model_answers"
 UNPARSEABLE_KEY = "unparseable_answers"
-ANSWERS_NOT_WIRED = pytest.mark.xfail(
-    strict=True,
-    reason="app/services/pipeline.py does not store CheckResult.model_answers / "
-    "unparseable_answers in the job provenance yet (lead to wire; then drop this mark)",
-)
 
 
 @dataclass
@@ -309,7 +303,6 @@ def _strict_parse(prompt_id: str, raw: str) -> str | None:
     return raw.strip() or None  # generate.*: the written findings themselves
 
 
-@ANSWERS_NOT_WIRED
 def test_model_answers_are_recorded_parsed_strictly_and_deterministic(
     local_jobs: list[dict[str, Any]],
 ) -> None:
@@ -330,7 +323,6 @@ def test_model_answers_are_recorded_parsed_strictly_and_deterministic(
     }
 
 
-@ANSWERS_NOT_WIRED
 def test_openai_backend_gives_the_same_model_answers(
     served: _Served, local_jobs: list[dict[str, Any]]
 ) -> None:
