@@ -1,8 +1,10 @@
 """Bounded loopback load on the read endpoints: 50 concurrent clients for 60 s, SQLite and PostgreSQL.
 
 Starts `radcheck serve` on 127.0.0.1 with a temporary data directory, seeds studies (real DICOM from
-pydicom-data, a report, a finished check each), then hammers GET /studies, GET /studies/{uid} and
-GET /checks/{id}. Writes p50/p95/p99 latency, throughput and error counts as JSON.
+pydicom-data, a report, a finished check each), then reads GET /studies, GET /studies/{uid} and
+GET /checks/{id} with 50 concurrent keep-alive clients, twice: paced (a fixed total request rate, latency
+measured from the scheduled send time) and saturated (closed loop: latency = clients / throughput).
+Writes p50/p95/p99 latency, throughput and error counts as JSON.
 
     python bench/api_load.py --backend sqlite --backend postgresql --out bench/results/api_load.json
 
@@ -33,6 +35,7 @@ import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 
+WARMUP_S = 3.0
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REPORT = {
     "findings": "The heart size is normal. There is a small right pleural effusion. No pneumothorax.",
@@ -118,67 +121,95 @@ async def seed(base: str, key: str, studies: int) -> tuple[list[str], list[int]]
     return uids, jobs
 
 
+def summarise(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values)
+    if arr.size == 0:
+        return {}
+    return {
+        "n": int(arr.size),
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p95_ms": round(float(np.percentile(arr, 95)), 2),
+        "p99_ms": round(float(np.percentile(arr, 99)), 2),
+        "max_ms": round(float(arr.max()), 2),
+    }
+
+
+def pick_url(rng: random.Random, uids: list[str], jobs: list[int]) -> tuple[str, str]:
+    kind = rng.choice(("list", "study", "check"))
+    if kind == "list":
+        return kind, f"/api/v1/studies?limit=20&offset={rng.randrange(0, len(uids))}"
+    if kind == "study":
+        return kind, f"/api/v1/studies/{rng.choice(uids)}"
+    return kind, f"/api/v1/checks/{rng.choice(jobs)}"
+
+
 async def load(
-    base: str, key: str, uids: list[str], jobs: list[int], clients: int, seconds: float
+    base: str,
+    key: str,
+    uids: list[str],
+    jobs: list[int],
+    clients: int,
+    seconds: float,
+    rate: float | None,
 ) -> dict[str, Any]:
+    """50 clients on keep-alive connections. With ``rate`` (total requests/s) each client sends on a
+    fixed schedule and latency counts from the scheduled time (no coordinated omission); without it,
+    each client sends as fast as answers come back (saturation)."""
     latencies: dict[str, list[float]] = {"list": [], "study": [], "check": []}
     statuses: dict[int, int] = {}
     errors = 0
-    stop_at = time.monotonic() + seconds
+    start = time.perf_counter()
+    stop_at = start + seconds
+    measure_from = start + WARMUP_S
+    interval = clients / rate if rate else 0.0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async def one_client(seed_: int) -> None:
+    async def one_client(index: int) -> None:
         nonlocal errors
-        rng = random.Random(seed_)
+        rng = random.Random(index)
+        next_at = start + (index / clients) * interval
         async with httpx.AsyncClient(
             base_url=base, headers={"X-API-Key": key}, timeout=30, limits=limits
         ) as client:
-            while time.monotonic() < stop_at:
-                kind = rng.choice(("list", "study", "check"))
-                if kind == "list":
-                    url = f"/api/v1/studies?limit=20&offset={rng.randrange(0, len(uids))}"
-                elif kind == "study":
-                    url = f"/api/v1/studies/{rng.choice(uids)}"
+            while True:
+                if rate:
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    t0 = next_at
+                    next_at += interval
                 else:
-                    url = f"/api/v1/checks/{rng.choice(jobs)}"
-                t0 = time.perf_counter()
+                    t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                kind, url = pick_url(rng, uids, jobs)
                 try:
                     r = await client.get(url)
                 except httpx.HTTPError:
                     errors += 1
                     continue
-                latencies[kind].append((time.perf_counter() - t0) * 1000)
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if t0 >= measure_from:  # the first seconds open 50 connections: warm-up
+                    latencies[kind].append((time.perf_counter() - t0) * 1000)
 
-    t0 = time.monotonic()
     await asyncio.gather(*(one_client(i) for i in range(clients)))
-    elapsed = time.monotonic() - t0
-    every = np.array([x for v in latencies.values() for x in v])
-
-    def summary(values: list[float] | np.ndarray) -> dict[str, float]:
-        arr = np.asarray(values)
-        if arr.size == 0:
-            return {}
-        return {
-            "n": int(arr.size),
-            "p50_ms": round(float(np.percentile(arr, 50)), 2),
-            "p95_ms": round(float(np.percentile(arr, 95)), 2),
-            "p99_ms": round(float(np.percentile(arr, 99)), 2),
-            "max_ms": round(float(arr.max()), 2),
-        }
-
+    elapsed = time.perf_counter() - start - WARMUP_S
+    every = [x for v in latencies.values() for x in v]
     return {
-        "requests": int(every.size),
-        "requests_per_s": round(every.size / elapsed, 1),
-        "overall": summary(every),
-        "by_endpoint": {k: summary(v) for k, v in latencies.items()},
+        "mode": f"paced at {rate:g} requests/s in total" if rate else "saturation (closed loop)",
+        "requests": len(every),
+        "requests_per_s": round(len(every) / elapsed, 1),
+        "overall": summarise(every),
+        "by_endpoint": {k: summarise(v) for k, v in latencies.items()},
         "status_counts": {str(k): v for k, v in sorted(statuses.items())},
         "server_errors_5xx": sum(v for k, v in statuses.items() if k >= 500),
         "transport_errors": errors,
     }
 
 
-def bench_backend(backend: str, clients: int, seconds: float, studies: int) -> dict[str, Any]:
+def bench_backend(
+    backend: str, clients: int, seconds: float, studies: int, rate: float
+) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="radcheck-bench-")
     env = {
         **os.environ,
@@ -207,7 +238,8 @@ def bench_backend(backend: str, clients: int, seconds: float, studies: int) -> d
                 except httpx.HTTPError:
                     time.sleep(0.2)
             uids, jobs = asyncio.run(seed(base, key, studies))
-            result = asyncio.run(load(base, key, uids, jobs, clients, seconds))
+            paced = asyncio.run(load(base, key, uids, jobs, clients, seconds, rate))
+            saturated = asyncio.run(load(base, key, uids, jobs, clients, seconds, None))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -219,7 +251,8 @@ def bench_backend(backend: str, clients: int, seconds: float, studies: int) -> d
         "clients": clients,
         "seconds": seconds,
         "studies": studies,
-        **result,
+        "paced": paced,
+        "saturation": saturated,
     }
 
 
@@ -229,10 +262,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--studies", type=int, default=40)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="Total requests/s of the paced run (50 clients x 2/s: a busy reading room)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/api_load.json"))
     args = parser.parse_args()
     results = [
-        bench_backend(b, args.clients, args.seconds, args.studies)
+        bench_backend(b, args.clients, args.seconds, args.studies, args.rate)
         for b in (args.backend or ["sqlite", "postgresql"])
     ]
     report = {

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Role
 from app.db.session import Database
+from app.services.audit import ReadAuditBuffer
 from app.services.auth import Principal, PrincipalCache, authenticate
 from app.services.storage import ContentStore
 from app.settings import Settings
@@ -47,7 +48,13 @@ def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
         yield session
 
 
+def get_read_audit(request: Request) -> ReadAuditBuffer:
+    buffer: ReadAuditBuffer = request.app.state.read_audit
+    return buffer
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ReadAuditDep = Annotated[ReadAuditBuffer, Depends(get_read_audit)]
 DbDep = Annotated[Database, Depends(get_db)]
 StoreDep = Annotated[ContentStore, Depends(get_store)]
 # scope="function": the transaction commits (or fails) before the response is sent, so a 2xx

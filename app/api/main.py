@@ -15,6 +15,7 @@ from app.api.errors import ErrorBody, error_response, install_error_handlers
 from app.api.routes import check_report, checks, flags, health, instances, studies
 from app.db.migrate import ensure_current
 from app.db.session import Database
+from app.services.audit import ReadAuditBuffer
 from app.services.auth import PrincipalCache
 from app.services.factory import build_pipeline, build_text_checker
 from app.services.storage import ContentStore
@@ -58,9 +59,11 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
             worker.heartbeat()
             thread = worker.start_thread()
         app.state.worker = worker
+        read_audit.start()
         try:
             yield
         finally:
+            read_audit.stop()
             if worker is not None and thread is not None:
                 worker.stop()
                 thread.join(timeout=30)
@@ -80,6 +83,8 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.state.store = store
     app.state.text_checker = build_text_checker()
     app.state.auth_cache = PrincipalCache(ttl_s=30.0)
+    read_audit = ReadAuditBuffer(db)
+    app.state.read_audit = read_audit
     install_error_handlers(app)
 
     # Middleware added last runs first: request ids wrap everything, including the body limit.

@@ -287,6 +287,12 @@ def serve(
             "With a key, every route but /health needs 'Authorization: Bearer <key>'.",
         ),
     ] = None,
+    served_model_name: Annotated[
+        str,
+        typer.Option(
+            help="The model name clients send (RadCheck workers: RADCHECK_MODEL__OPENAI_MODEL)."
+        ),
+    ] = "llava-rad",
     slices: Slices = OnOff.OFF,
     policy: Policy = "pool",
     budget: Budget = 1500,
@@ -308,7 +314,7 @@ def serve(
     _quiet_transformers()
     try:
         runtime = _build_runtime(model, device, dtype, slices, policy, budget, quantization)
-        app = create_model_server(runtime, api_key=api_key)
+        app = create_model_server(runtime, api_key=api_key, served_model_name=served_model_name)
     except (MedVLMError, ValueError) as exc:
         raise _fail(exc) from exc
     uvicorn.run(app, host=bind, port=port, log_level="info")

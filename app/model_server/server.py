@@ -126,17 +126,25 @@ def _unauthorized(message: str) -> JSONResponse:
     return response
 
 
-def create_model_server(runtime: VisionLanguageRuntime, *, api_key: str | None = None) -> FastAPI:
+def create_model_server(
+    runtime: VisionLanguageRuntime,
+    *,
+    api_key: str | None = None,
+    served_model_name: str | None = None,
+) -> FastAPI:
     """A FastAPI app serving ``runtime`` with the OpenAI chat-completions shape.
 
     With ``api_key``, every path but ``/health`` (the OpenAPI docs included) needs
     ``Authorization: Bearer <api_key>``, compared in constant time; anything else is answered 401
     in OpenAI's error shape. Without it the server is unauthenticated: bind it to loopback only.
     System messages are refused (400): the runtime applies its own fixed conversation template.
+    ``served_model_name`` is the name clients ask for (default: the runtime's model id); requests
+    may name it or the model id.
 
     Generation is serialised with a lock (one model, one request at a time); endpoints are plain
     ``def`` so FastAPI runs them in its thread pool, never blocking the event loop.
     """
+    served_name = served_model_name or runtime.model_id
     if api_key is not None and len(api_key) < MIN_API_KEY_LENGTH:
         raise ValueError(
             f"the model server API key has {len(api_key)} characters, fewer than "
@@ -191,13 +199,13 @@ def create_model_server(runtime: VisionLanguageRuntime, *, api_key: str | None =
 
     @app.get("/v1/models", response_model=ModelList)
     def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=runtime.model_id, created=created)])
+        return ModelList(data=[ModelCard(id=served_name, created=created)])
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
     def chat_completions(request: ChatCompletionRequest) -> ChatCompletionResponse:
         if request.stream:
             raise BadRequestError("stream=true is not supported", param="stream")
-        if request.model is not None and request.model != runtime.model_id:
+        if request.model is not None and request.model not in (runtime.model_id, served_name):
             raise BadRequestError(
                 f"model {request.model!r} is not served here; this server serves "
                 f"{runtime.model_id!r}",

@@ -10,7 +10,6 @@ from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.db.models import CheckJob, Flag, Instance, Report, Review, Series, Study
-from app.services import audit
 from app.services.errors import NotFoundError
 
 __all__ = ["StudyFilter", "get_study", "list_studies"]
@@ -110,8 +109,11 @@ def list_studies(session: Session, flt: StudyFilter) -> tuple[list[dict[str, Any
     return items, total
 
 
-def get_study(session: Session, study_uid: str, *, actor: str) -> Study:
-    """The study with its images, report versions, checks and flags (loaded eagerly)."""
+def get_study(session: Session, study_uid: str) -> Study:
+    """The study with its images, report versions, checks and flags (loaded eagerly).
+
+    The caller audits the read (``ReadAuditBuffer``).
+    """
     study = session.scalar(
         select(Study)
         .where(Study.study_instance_uid == study_uid)
@@ -123,5 +125,4 @@ def get_study(session: Session, study_uid: str, *, actor: str) -> Study:
     )
     if study is None:
         raise NotFoundError(f"No study with StudyInstanceUID {study_uid!r}.")
-    audit.record(session, actor=actor, action="study.read", study_id=study.id, object_type="study")
     return study

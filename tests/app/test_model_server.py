@@ -207,3 +207,16 @@ def test_openai_backend_with_the_key_gets_an_answer_without_it_a_401(
 def test_a_short_key_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="fewer than 16"):
         create_model_server(NullRuntime(), api_key="short")
+
+
+def test_served_model_name_is_listed_and_accepted(tiny_runtime: Any) -> None:
+    """Workers ask for RADCHECK_MODEL__OPENAI_MODEL (default 'llava-rad'): the server answers to it."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_model_server(tiny_runtime, served_model_name="llava-rad")) as client:
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["llava-rad"]
+        body = {"model": "llava-rad", "messages": [{"role": "user", "content": "Findings?"}]}
+        answer = client.post("/v1/chat/completions", json=body)
+        assert answer.status_code == 200, answer.text
+        body["model"] = "another-model"
+        assert client.post("/v1/chat/completions", json=body).status_code == 400

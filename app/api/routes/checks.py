@@ -5,12 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session, selectinload
 
-from app.api.deps import DbDep, Integrator, Requester, SessionDep, SettingsDep
+from app.api.deps import DbDep, Integrator, ReadAuditDep, Requester, SessionDep, SettingsDep
 from app.api.errors import ErrorBody
 from app.api.routes.studies import check_out
 from app.api.schemas import CheckOut, CheckRequest, IdPath, UidPath
 from app.db.models import CheckJob, Flag
-from app.services import audit
 from app.services.errors import NotFoundError
 from app.services.jobs import request_check, retry_check
 
@@ -58,7 +57,9 @@ def post_check(
     summary="A check job with its status, error, timings, provenance and flags",
     responses={404: {"model": ErrorBody}},
 )
-def get_check(job_id: IdPath, session: SessionDep, principal: Requester) -> CheckOut:
+def get_check(
+    job_id: IdPath, session: SessionDep, principal: Requester, reads: ReadAuditDep
+) -> CheckOut:
     job = session.get(
         CheckJob,
         job_id,
@@ -66,14 +67,14 @@ def get_check(job_id: IdPath, session: SessionDep, principal: Requester) -> Chec
     )
     if job is None:
         raise NotFoundError(f"No check job {job_id}.")
-    audit.record(
-        session,
+    reads.add(
         actor=principal.actor,
         action="check.read",
         study_id=job.study_id,
         object_type="check_job",
         object_id=job.id,
     )
+
     return check_out(job)
 
 

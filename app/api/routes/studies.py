@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import DbDep, Integrator, Reader, SessionDep
+from app.api.deps import DbDep, Integrator, ReadAuditDep, Reader, SessionDep
 from app.api.errors import ErrorBody
 from app.api.schemas import (
     MAX_ID,
@@ -77,6 +77,7 @@ def study_detail(study: Study) -> StudyDetail:
 def studies(
     session: SessionDep,
     principal: Reader,
+    reads: ReadAuditDep,
     status: Annotated[
         StudyStatus | None, Query(description="receiving, complete or checked")
     ] = None,
@@ -99,6 +100,7 @@ def studies(
         offset=offset,
     )
     items, total = list_studies(session, flt)
+    reads.add(actor=principal.actor, action="studies.list", object_type="study")
     return StudyPage(
         items=[StudySummary(**item) for item in items], total=total, limit=limit, offset=offset
     )
@@ -110,8 +112,12 @@ def studies(
     summary="A study with its images, report versions, checks and flags",
     responses=NOT_FOUND,
 )
-def study(study_uid: UidPath, session: SessionDep, principal: Reader) -> StudyDetail:
-    return study_detail(get_study(session, study_uid, actor=principal.actor))
+def study(
+    study_uid: UidPath, session: SessionDep, principal: Reader, reads: ReadAuditDep
+) -> StudyDetail:
+    found = get_study(session, study_uid)
+    reads.add(actor=principal.actor, action="study.read", study_id=found.id, object_type="study")
+    return study_detail(found)
 
 
 @router.post(
