@@ -73,7 +73,9 @@ _LONG_VRS = {
     b"SV",
     b"UV",
 }
-_UID_TEXT = re.compile(r"^[\x21-\x5b\x5d-\x7e]{1,64}$")  # printable, no space or backslash
+# Digits and dots (the standard), plus the letters, '-' and '_' of real-world hash UIDs; nothing that
+# cannot stand in a URL path (e.g. '/'), since the API addresses studies by their UID.
+_UID_TEXT = re.compile(r"^(?=.*[0-9A-Za-z])[0-9A-Za-z._-]{1,64}$")
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _REQUIRED_IMAGE = ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
 _SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
@@ -229,8 +231,8 @@ def _require_uid(ds: Elements, keyword: str) -> str:
     if not _UID_TEXT.match(value):
         raise InvalidElementError(
             f"The {_keyword_name(keyword)} value is not usable as a UID (found {len(value)} "
-            "characters, or spaces, backslashes or control characters; expected at most 64 digits "
-            "and dots). "
+            "characters, or characters other than digits, letters, '.', '-' and '_'; expected at "
+            "most 64 digits and dots). "
             "Fix the sending system's export and re-send the file."
         )
     return value

@@ -227,6 +227,21 @@ def test_missing_required_element_names_tag_and_keyword(keyword: str, pattern: s
         dicom_io.read_instance(make_dx(drop=(keyword,)))
 
 
+@pytest.mark.parametrize("uid", ["../../../tmp/evil", "1.2/3", "..", "1.2 3"])
+def test_uid_that_cannot_address_a_study_is_refused(uid: str) -> None:
+    with pytest.warns(UserWarning):  # pydicom warns when writing an invalid UID
+        data = make_dx(StudyInstanceUID=uid)
+    with pytest.raises(InvalidElementError, match="'StudyInstanceUID' value is not usable"):
+        dicom_io.read_instance(data)
+
+
+def test_hash_style_uid_is_accepted() -> None:
+    with pytest.warns(UserWarning):  # pydicom warns when writing a non-conformant UID
+        data = make_dx(StudyInstanceUID="a3f9c2e1-77b0_4d2e.99")
+    inst = dicom_io.read_instance(data)
+    assert inst.study_instance_uid == "a3f9c2e1-77b0_4d2e.99"
+
+
 def test_image_without_pixel_data() -> None:
     with pytest.raises(MissingElementError, match=r"no \(7FE0,0010\) 'PixelData' element"):
         dicom_io.read_instance(make_dx(with_pixels=False))
