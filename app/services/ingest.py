@@ -13,8 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import dicom_io
-from app.db.models import Base, Instance, Series, Study, StudyStatus, utcnow
+from app.db.models import Base, Instance, Series, Study, StudyStatus
 from app.services import audit
+from app.services.clock import db_now
 from app.services.storage import ContentStore
 
 __all__ = ["IngestOutcome", "ingest_instance", "mark_complete_studies"]
@@ -112,7 +113,7 @@ def ingest_instance(
             "modality": inst.modality,
         },
     )
-    now = utcnow()
+    now = db_now(session)
     row = Instance(
         series_id=series.id,
         sop_instance_uid=inst.sop_instance_uid,

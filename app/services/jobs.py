@@ -28,9 +28,9 @@ from app.db.models import (
     Study,
     StudyStatus,
     WorkerHeartbeat,
-    utcnow,
 )
 from app.services import audit
+from app.services.clock import db_now
 from app.services.errors import ConflictError, NotFoundError
 from app.services.pipeline import CandidateImage, JobInputs, PipelineResult
 from app.services.reports import parsed_from_row
@@ -169,7 +169,7 @@ def claim_next(
     session: Session, *, worker_id: str, lease: timedelta, quiet_period: timedelta
 ) -> int | None:
     """Claim the oldest runnable job for ``worker_id``; returns its id or None."""
-    now = utcnow()
+    now = db_now(session)
     _abandon_exhausted(session, now)
     runnable = or_(
         CheckJob.status == JobStatus.QUEUED,
@@ -217,7 +217,7 @@ def renew_lease(session: Session, *, job_id: int, worker_id: str, lease: timedel
             CheckJob.lease_owner == worker_id,
             CheckJob.status == JobStatus.RUNNING,
         )
-        .values(lease_expires_at=utcnow() + lease)
+        .values(lease_expires_at=db_now(session) + lease)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
@@ -290,7 +290,7 @@ def complete_job(session: Session, *, job_id: int, worker_id: str, result: Pipel
                 evidence=dict(flag.evidence),
             )
         )
-    now = utcnow()
+    now = db_now(session)
     job.status = JobStatus.SUCCEEDED
     job.error = None
     job.finished_at = now
@@ -323,7 +323,7 @@ def fail_job(session: Session, *, job_id: int, worker_id: str, error: str) -> bo
         return False
     job.status = JobStatus.FAILED
     job.error = error
-    job.finished_at = utcnow()
+    job.finished_at = db_now(session)
     job.lease_owner = None
     job.lease_expires_at = None
     audit.record(
@@ -339,7 +339,7 @@ def fail_job(session: Session, *, job_id: int, worker_id: str, error: str) -> bo
 
 
 def record_worker_heartbeat(session: Session, *, worker_id: str) -> None:
-    now = utcnow()
+    now = db_now(session)
     row = session.get(WorkerHeartbeat, worker_id)
     if row is None:
         session.add(
@@ -358,7 +358,7 @@ def record_worker_heartbeat(session: Session, *, worker_id: str) -> None:
 def worker_alive(session: Session, *, within: timedelta, hostname: str | None = None) -> bool:
     """Has any worker (on ``hostname``, if given) heart-beat within the last ``within``?"""
     query = select(WorkerHeartbeat.worker_id).where(
-        WorkerHeartbeat.last_seen_at >= utcnow() - within
+        WorkerHeartbeat.last_seen_at >= db_now(session) - within
     )
     if hostname is not None:
         query = query.where(WorkerHeartbeat.hostname == hostname)

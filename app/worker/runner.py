@@ -12,9 +12,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from app.db.models import utcnow
 from app.db.session import Database
 from app.services import jobs
+from app.services.clock import db_now
 from app.services.ingest import mark_complete_studies
 from app.services.pipeline import CheckPipeline
 
@@ -58,7 +58,7 @@ class Worker:
         """Record that this worker is alive, and mark studies that have gone quiet as complete."""
         with self.db.session() as session:
             jobs.record_worker_heartbeat(session, worker_id=self.worker_id)
-            mark_complete_studies(session, quiet_period=self.quiet_period, now=utcnow())
+            mark_complete_studies(session, quiet_period=self.quiet_period, now=db_now(session))
         self._last_heartbeat = time.monotonic()
 
     def run_forever(self) -> None:

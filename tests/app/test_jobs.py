@@ -232,3 +232,48 @@ def test_quiet_period_and_late_instance(db: Database, settings: Settings, rg1_pa
     with db.session() as session:
         study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
         assert study is not None and study.status == StudyStatus.RECEIVING
+
+
+@pytest.mark.integration
+def test_leases_use_the_database_clock(
+    pg_url: str, rg1_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL every host computes leases from the server's now(), not its own clock."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    import app.services.clock
+    from app.db.migrate import upgrade
+    from tests.app.conftest import make_settings
+
+    s = make_settings(tmp_path / "data", pg_url)
+    upgrade(s.database_url)
+    pg = Database(s.database_url)
+    job_id = queue(pg, add_study(pg, s, rg1_path, 1))
+    time.sleep(0.1)
+
+    def skewed() -> datetime:  # this worker's clock is an hour fast
+        return datetime.now(UTC) + timedelta(hours=1)
+
+    monkeypatch.setattr(app.services.clock, "utcnow", skewed)
+    monkeypatch.setattr(jobs, "utcnow", skewed, raising=False)
+    with pg.session() as session:
+        assert jobs.claim_next(session, worker_id="w", lease=LEASE, quiet_period=timedelta(0))
+    with pg.engine.connect() as conn:
+        skew = conn.execute(
+            sa.text(
+                "SELECT EXTRACT(EPOCH FROM (lease_expires_at - started_at)) FROM check_jobs "
+                "WHERE id = :id"
+            ),
+            {"id": job_id},
+        ).scalar_one()
+        started_vs_db = conn.execute(
+            sa.text(
+                "SELECT EXTRACT(EPOCH FROM (now() - started_at)) FROM check_jobs WHERE id = :id"
+            ),
+            {"id": job_id},
+        ).scalar_one()
+    assert float(skew) == LEASE.total_seconds()
+    assert 0 <= float(started_vs_db) < 5
+    pg.dispose()
