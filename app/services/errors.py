@@ -25,3 +25,7 @@ class PayloadTooLargeError(ServiceError):
 
 class CheckIncompleteError(ServiceError):
     """A check could not run every configured check (e.g. the model endpoint is down)."""
+
+
+class LeaseLostError(ServiceError):
+    """This worker no longer holds the job's lease: it must stop and write nothing."""

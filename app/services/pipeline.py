@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dicom_io
-from app.services.errors import CheckIncompleteError
+from app.services.errors import CheckIncompleteError, LeaseLostError
 from medvlm.checking import Checker, Flag, HeaderFacts
 from medvlm.reports import ParsedReport
 from medvlm.runtime.base import VisionLanguageRuntime
@@ -80,7 +81,19 @@ class CheckPipeline:
         self.runtime = runtime
         self.selection_rules = selection_rules
 
-    def run(self, inputs: JobInputs) -> PipelineResult:
+    @staticmethod
+    def _stop_if(should_stop: Callable[[], bool], inputs: JobInputs, stage: str) -> None:
+        if should_stop():
+            raise LeaseLostError(
+                f"check job {inputs.job_id}: lease lost before the {stage} stage; "
+                "another worker owns the job now"
+            )
+
+    def run(
+        self, inputs: JobInputs, should_stop: Callable[[], bool] = lambda: False
+    ) -> PipelineResult:
+        """Run every stage; ``should_stop`` is asked between stages (e.g. the job's lease was lost,
+        so another worker owns it now) and stops the run with ``LeaseLostError``."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         decision = dicom_io.select_image(
@@ -101,12 +114,14 @@ class CheckPipeline:
         header = header_facts_for_checker(chosen.header) if chosen is not None else None
         image = None
         render_info: dict[str, Any] = {}
+        self._stop_if(should_stop, inputs, "render")
         if chosen is not None and self.runtime is not None:
             t0 = time.perf_counter()
             rendered = dicom_io.render(chosen.path)
             image = rendered.display
             render_info = {"steps": list(rendered.steps), "warnings": list(rendered.warnings)}
             timings["render"] = (time.perf_counter() - t0) * 1000
+        self._stop_if(should_stop, inputs, "check")
         t0 = time.perf_counter()
         result = self.checker.check(inputs.report, header=header, image=image)
         timings["check"] = (time.perf_counter() - t0) * 1000

@@ -15,6 +15,7 @@ from pathlib import Path
 from app.db.session import Database
 from app.services import jobs
 from app.services.clock import db_now
+from app.services.errors import LeaseLostError
 from app.services.ingest import mark_complete_studies
 from app.services.pipeline import CheckPipeline
 
@@ -97,7 +98,12 @@ class Worker:
         try:
             with self.db.session() as session:
                 inputs = jobs.load_inputs(session, job_id=job_id, files_dir=self.files_dir)
-            result = self.pipeline.run(inputs)
+            result = self.pipeline.run(inputs, should_stop=lost.is_set)
+        except LeaseLostError:
+            done.set()
+            keeper.join()
+            logger.warning("job %s: lease lost; stopped without writing", job_id)
+            return True
         except Exception as exc:
             done.set()
             keeper.join()

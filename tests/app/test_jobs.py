@@ -277,3 +277,21 @@ def test_leases_use_the_database_clock(
     assert float(skew) == LEASE.total_seconds()
     assert 0 <= float(started_vs_db) < 5
     pg.dispose()
+
+
+def test_a_worker_that_lost_its_lease_stops_between_stages(
+    db: Database, settings: Settings, rg1_path: Path
+) -> None:
+    from app.services.errors import LeaseLostError
+
+    job_id = queue(db, add_study(db, settings, rg1_path, 1))
+    with db.session() as session:
+        assert jobs.claim_next(session, worker_id="w", lease=LEASE, quiet_period=NO_QUIET)
+        inputs = jobs.load_inputs(session, job_id=job_id, files_dir=settings.files_dir)
+    pipeline = build_pipeline(settings)
+    with pytest.raises(LeaseLostError, match=f"check job {job_id}: lease lost before the render"):
+        pipeline.run(inputs, should_stop=lambda: True)
+    calls = iter([False, True])  # lost while rendering: stops before the checks
+    with pytest.raises(LeaseLostError, match="before the check stage"):
+        pipeline.run(inputs, should_stop=lambda: next(calls))
+    assert pipeline.run(inputs, should_stop=lambda: False).flags
