@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 
 RUN useradd --create-home --uid 10001 radcheck && mkdir -p /data /models && chown radcheck /data
 WORKDIR /opt/radcheck
-COPY pyproject.toml README.md alembic.ini requirements-nlp.txt ./
+COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY medvlm ./medvlm
 COPY dicom_io ./dicom_io
@@ -19,8 +19,7 @@ COPY migrations ./migrations
 RUN if [ -n "$TORCH_INDEX_URL" ]; then \
         pip install "torch==${TORCH_VERSION}" --index-url "$TORCH_INDEX_URL"; \
     else pip install "torch==${TORCH_VERSION}"; fi \
- && pip install . pydicom-data \
- && pip install --no-deps -r requirements-nlp.txt
+ && pip install .
 
 USER radcheck
 EXPOSE 8000
