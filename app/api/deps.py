@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Role
 from app.db.session import Database
 from app.services.audit import ReadAuditBuffer
-from app.services.auth import Principal, PrincipalCache, authenticate
+from app.services.auth import CredentialResolver, Principal, credential_is_well_formed
 from app.services.storage import ContentStore
 from app.settings import Settings
 
@@ -76,13 +76,25 @@ def get_principal(
             "(create one with `radcheck apikey create --role ROLE --name NAME`).",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    cache: PrincipalCache = request.app.state.auth_cache
-    principal = cache.get(key)
-    if principal is None:
-        with db.session() as session:
-            principal = authenticate(session, key)
-        if principal is not None:
-            cache.put(key, principal)
+    token: str = key
+    if not credential_is_well_formed(token):
+        raise HTTPException(
+            status_code=401,
+            detail="Malformed credential: an API key is 'rck_' followed by URL-safe characters "
+            "(copy it exactly as `radcheck apikey create` printed it).",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # No cache: one indexed lookup per request, so a revocation takes effect on the next request.
+    resolvers: list[CredentialResolver] = request.app.state.credential_resolvers
+
+    def resolve(session: Session) -> Principal | None:
+        for resolver in resolvers:
+            found = resolver(session, token)
+            if found is not None:
+                return found
+        return None
+
+    principal = db.run(resolve)
     if principal is None:
         raise HTTPException(
             status_code=401,

@@ -16,7 +16,7 @@ from app.api.routes import check_report, checks, flags, health, instances, studi
 from app.db.migrate import ensure_current
 from app.db.session import Database
 from app.services.audit import ReadAuditBuffer
-from app.services.auth import PrincipalCache
+from app.services.auth import CredentialResolver, authenticate
 from app.services.factory import build_pipeline, build_text_checker
 from app.services.storage import ContentStore
 from app.settings import Settings
@@ -82,7 +82,9 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.state.db = db
     app.state.store = store
     app.state.text_checker = build_text_checker()
-    app.state.auth_cache = PrincipalCache(ttl_s=30.0)
+    # Every credential kind resolves here, uncached (immediate revocation): API keys first.
+    resolvers: list[CredentialResolver] = [authenticate]
+    app.state.credential_resolvers = resolvers
     read_audit = ReadAuditBuffer(db)
     app.state.read_audit = read_audit
     install_error_handlers(app)

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -268,6 +269,25 @@ def serve_security(host: str | None, port: int, api_key_env: str | None) -> tupl
     return bind, api_key
 
 
+def radcheck_key_authorizer() -> Callable[[str], bool]:
+    """A check of RadCheck API keys against the configured database (uncached, so immediate)."""
+    from app.db.models import Role
+    from app.db.session import Database
+    from app.services.auth import authenticate, credential_is_well_formed
+    from app.settings import load_settings
+
+    db = Database(load_settings().database_url, pool_size=2)
+    allowed = {Role.ADMIN, Role.INTEGRATION}
+
+    def authorize(token: str) -> bool:
+        if not credential_is_well_formed(token):
+            return False
+        principal = db.run(lambda session: authenticate(session, token))
+        return principal is not None and principal.role in allowed
+
+    return authorize
+
+
 @model_cli.command("serve")
 def serve(
     model: ModelDir,
@@ -299,6 +319,14 @@ def serve(
     device: Device = "auto",
     dtype: DTypeOpt = "auto",
     quantization: Quant = "none",
+    radcheck_keys: Annotated[
+        bool,
+        typer.Option(
+            "--radcheck-keys",
+            help="Also accept RadCheck API keys (role integration or admin) from RadCheck's "
+            "database, checked on every request (a revoked key is refused at once).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the model as an OpenAI-compatible endpoint (POST /v1/chat/completions)."""
     import uvicorn
@@ -314,7 +342,12 @@ def serve(
     _quiet_transformers()
     try:
         runtime = _build_runtime(model, device, dtype, slices, policy, budget, quantization)
-        app = create_model_server(runtime, api_key=api_key, served_model_name=served_model_name)
+        app = create_model_server(
+            runtime,
+            api_key=api_key,
+            served_model_name=served_model_name,
+            authorize=radcheck_key_authorizer() if radcheck_keys else None,
+        )
     except (MedVLMError, ValueError) as exc:
         raise _fail(exc) from exc
     uvicorn.run(app, host=bind, port=port, log_level="info")

@@ -10,12 +10,14 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from numpy.typing import NDArray
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import RequestResponseEndpoint
 
 from app.model_server.schemas import (
@@ -131,6 +133,7 @@ def create_model_server(
     *,
     api_key: str | None = None,
     served_model_name: str | None = None,
+    authorize: Callable[[str], bool] | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``runtime`` with the OpenAI chat-completions shape.
 
@@ -143,6 +146,9 @@ def create_model_server(
 
     Generation is serialised with a lock (one model, one request at a time); endpoints are plain
     ``def`` so FastAPI runs them in its thread pool, never blocking the event loop.
+
+    With ``authorize``, a bearer token is also accepted when ``authorize(token)`` is true; it is
+    called on every request, uncached (RadCheck API keys: a revoked key is refused at once).
     """
     served_name = served_model_name or runtime.model_id
     if api_key is not None and len(api_key) < MIN_API_KEY_LENGTH:
@@ -155,8 +161,8 @@ def create_model_server(
     lock = threading.Lock()
     created = int(time.time())
 
-    if api_key is not None:
-        expected = api_key.encode("utf-8")
+    if api_key is not None or authorize is not None:
+        expected = api_key.encode("utf-8") if api_key is not None else None
 
         @app.middleware("http")
         async def _require_key(request: Request, call_next: RequestResponseEndpoint) -> Response:
@@ -168,11 +174,15 @@ def create_model_server(
                     "missing API key: send the header 'Authorization: Bearer <key>' (the key "
                     "the server was started with; RadCheck workers: RADCHECK_MODEL__OPENAI_API_KEY)"
                 )
-            if not hmac.compare_digest(token.encode("utf-8"), expected):
+            matches = expected is not None and hmac.compare_digest(token.encode("utf-8"), expected)
+            if not matches and authorize is not None:
+                matches = await run_in_threadpool(authorize, token)
+            if not matches:
                 _LOG.warning("rejected a request with a wrong API key on %s", request.url.path)
                 return _unauthorized(
-                    "incorrect API key: it does not match the key the model server was started "
-                    "with (RADCHECK_MODEL__OPENAI_API_KEY on the workers must equal it)"
+                    "incorrect, unknown or revoked API key: it does not match the key the model "
+                    "server was started with (RADCHECK_MODEL__OPENAI_API_KEY on the workers must "
+                    "equal it) nor an active RadCheck API key when --radcheck-keys is on"
                 )
             return await call_next(request)
 

@@ -3,27 +3,34 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
-import threading
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import ApiKey, Role, utcnow
 from app.services.errors import ConflictError, InvalidInputError
 
 __all__ = [
+    "CredentialResolver",
     "Principal",
-    "PrincipalCache",
     "authenticate",
     "create_api_key",
+    "credential_is_well_formed",
     "list_api_keys",
     "revoke_api_key",
 ]
 
 KEY_PREFIX = "rck_"
+
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+"""``last_used_at`` is refreshed at most this often (it is a hint, not an audit record)."""
+
+_WELL_FORMED = re.compile(r"^[A-Za-z0-9._~+/=-]{8,512}$")
 
 
 @dataclass(frozen=True)
@@ -33,38 +40,26 @@ class Principal:
     key_id: int
     name: str
     role: Role
+    kind: str = "apikey"
 
     @property
     def actor(self) -> str:
-        return f"apikey:{self.name}"
+        return f"{self.kind}:{self.name}"
 
 
-class PrincipalCache:
-    """Recently authenticated keys (by hash, never the key), so reads do not hit the database.
+CredentialResolver = Callable[[Session, str], "Principal | None"]
+"""Maps a presented credential to its principal, or None when unknown, expired or revoked.
 
-    A revoked key keeps working for at most ``ttl_s`` seconds in a running server.
-    """
+There is no cache in front of resolvers: each request costs one indexed lookup, so revoking a
+credential (setting its ``revoked_at``) takes effect on the very next request in every process.
+API keys are resolved by :func:`authenticate`; other credential kinds (dashboard sessions) add
+their own resolver to ``app.state.credential_resolvers`` (see docs/security.md).
+"""
 
-    def __init__(self, ttl_s: float = 30.0, max_entries: int = 1024) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, Principal]] = {}
-        self._lock = threading.Lock()
 
-    def get(self, key: str) -> Principal | None:
-        digest = _hash(key)
-        with self._lock:
-            hit = self._entries.get(digest)
-            if hit is None or hit[0] < time.monotonic():
-                self._entries.pop(digest, None)
-                return None
-            return hit[1]
-
-    def put(self, key: str, principal: Principal) -> None:
-        with self._lock:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[_hash(key)] = (time.monotonic() + self.ttl_s, principal)
+def credential_is_well_formed(token: str) -> bool:
+    """Tokens are URL-safe base64 (8-512 characters); anything else is refused before any lookup."""
+    return _WELL_FORMED.fullmatch(token) is not None
 
 
 def _hash(key: str) -> str:
@@ -93,13 +88,22 @@ def create_api_key(session: Session, *, name: str, role: str) -> tuple[ApiKey, s
 
 
 def authenticate(session: Session, key: str) -> Principal | None:
-    """The principal for a presented key, or None if unknown or revoked; records last use."""
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == _hash(key)))
-    if row is None or row.revoked_at is not None:
+    """The principal for a presented key, or None if unknown or revoked; records last use.
+
+    One indexed lookup (by the key's hash); ``last_used_at`` is written at most once a minute.
+    """
+    if not key.startswith(KEY_PREFIX):
+        return None
+    row = session.execute(
+        select(ApiKey.id, ApiKey.name, ApiKey.role, ApiKey.last_used_at).where(
+            ApiKey.key_hash == _hash(key), ApiKey.revoked_at.is_(None)
+        )
+    ).one_or_none()
+    if row is None:
         return None
     now = utcnow()
-    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
-        row.last_used_at = now
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
     return Principal(key_id=row.id, name=row.name, role=Role(row.role))
 
 
