@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from app.cli.audit import audit_cli
 from app.cli.check import register as register_check
 from app.cli.dicom import dicom_cli
 from app.cli.model import model_cli
@@ -34,6 +35,7 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(apikey_cli, name="apikey")
 cli.add_typer(dicom_cli, name="dicom")
 cli.add_typer(model_cli, name="model")
+cli.add_typer(audit_cli, name="audit")
 register_check(cli)
 
 

@@ -19,11 +19,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from app.db.audit_chain import advance, row_digest
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -260,7 +263,7 @@ class Review(Base):
 
 
 class AuditEvent(Base):
-    """Append-only: the migration installs triggers that refuse UPDATE and DELETE."""
+    """Append-only (triggers refuse UPDATE and DELETE) and hash-chained (see app.db.audit_chain)."""
 
     __tablename__ = "audit_events"
 
@@ -272,6 +275,41 @@ class AuditEvent(Base):
     object_type: Mapped[str | None] = mapped_column(String(32))
     object_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """One row (id 1): the audit chain's last position and hash; updated with every audit insert."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+@event.listens_for(AuditEvent, "before_insert")
+def _chain_audit_event(_mapper: Any, connection: Connection, target: AuditEvent) -> None:
+    if target.at is None:
+        target.at = utcnow()
+    if target.details is None:
+        target.details = {}
+    target.seq, target.prev_hash, target.row_hash = advance(
+        connection,
+        lambda seq, prev: row_digest(
+            prev,
+            seq=seq,
+            at=target.at,
+            actor=target.actor,
+            action=target.action,
+            study_id=target.study_id,
+            object_type=target.object_type,
+            object_id=target.object_id,
+            details=target.details,
+        ),
+    )
 
 
 class ApiKey(Base):
