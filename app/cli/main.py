@@ -13,6 +13,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from app.cli.audit import audit_cli
+from app.cli.backup import register as register_backup
 from app.cli.check import register as register_check
 from app.cli.dicom import dicom_cli
 from app.cli.model import model_cli
@@ -37,6 +38,7 @@ cli.add_typer(dicom_cli, name="dicom")
 cli.add_typer(model_cli, name="model")
 cli.add_typer(audit_cli, name="audit")
 register_check(cli)
+register_backup(cli)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -68,7 +70,7 @@ def settings_or_exit() -> Settings:
 def _upgrade(settings: Settings) -> None:
     from app.db.migrate import upgrade
 
-    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.storage.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     upgrade(settings.database_url)
 
 
@@ -178,7 +180,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     settings = settings_or_exit()
     from app.db.migrate import upgrade
 
-    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.storage.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     upgrade(settings.database_url, revision)
     typer.echo(f"database upgraded to {revision}")
 
