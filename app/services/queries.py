@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import Select, exists, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from app.db.models import CheckJob, Flag, Instance, Report, Review, Series, Study
 from app.services.errors import NotFoundError
@@ -48,48 +48,46 @@ def _apply(query: Select[Any], flt: StudyFilter) -> Select[Any]:
 
 
 def list_studies(session: Session, flt: StudyFilter) -> tuple[list[dict[str, Any]], int]:
-    total = session.scalar(_apply(select(func.count(Study.id)), flt)) or 0
-    studies = session.scalars(
-        _apply(select(Study), flt)
+    """One query for the page (counts and the latest check as correlated subqueries, the total as
+    a window); a second only for a page past the end, to report the total."""
+    latest_job_id = (
+        select(func.max(CheckJob.id))
+        .where(CheckJob.study_id == Study.id)
+        .correlate(Study)
+        .scalar_subquery()
+    )
+    images = (
+        select(func.count(Instance.id))
+        .join(Series, Instance.series_id == Series.id)
+        .where(Series.study_id == Study.id)
+        .scalar_subquery()
+    )
+    reports = select(func.count(Report.id)).where(Report.study_id == Study.id).scalar_subquery()
+    latest_status = select(CheckJob.status).where(CheckJob.id == latest_job_id).scalar_subquery()
+    open_flags = (
+        select(func.count(Flag.id))
+        .where(Flag.check_job_id == latest_job_id, ~exists().where(Review.flag_id == Flag.id))
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        _apply(
+            select(
+                Study,
+                images.label("images"),
+                reports.label("report_versions"),
+                latest_status.label("latest_check_status"),
+                open_flags.label("open_flags"),
+                func.count().over().label("total"),
+            ),
+            flt,
+        )
         .order_by(Study.created_at.desc(), Study.id.desc())
         .limit(flt.limit)
         .offset(flt.offset)
     ).all()
-    ids = [s.id for s in studies]
-    if not ids:
+    if not rows:
+        total = session.scalar(_apply(select(func.count(Study.id)), flt)) or 0
         return [], total
-    images = dict(
-        session.execute(
-            select(Series.study_id, func.count(Instance.id))
-            .join(Instance, Instance.series_id == Series.id)
-            .where(Series.study_id.in_(ids))
-            .group_by(Series.study_id)
-        ).all()
-    )
-    reports = dict(
-        session.execute(
-            select(Report.study_id, func.count(Report.id))
-            .where(Report.study_id.in_(ids))
-            .group_by(Report.study_id)
-        ).all()
-    )
-    latest = {
-        job.study_id: job
-        for job in session.scalars(
-            select(CheckJob).where(CheckJob.id.in_(_latest_job_ids()), CheckJob.study_id.in_(ids))
-        )
-    }
-    reviewed = select(Review.flag_id)
-    open_flags = dict(
-        session.execute(
-            select(Flag.study_id, func.count(Flag.id))
-            .where(
-                Flag.check_job_id.in_([j.id for j in latest.values()]),
-                Flag.id.not_in(reviewed),
-            )
-            .group_by(Flag.study_id)
-        ).all()
-    )
     items = [
         {
             "study_instance_uid": s.study_instance_uid,
@@ -97,16 +95,16 @@ def list_studies(session: Session, flt: StudyFilter) -> tuple[list[dict[str, Any
             "study_date": s.study_date,
             "study_description": s.study_description,
             "status": s.status,
-            "images": images.get(s.id, 0),
-            "report_versions": reports.get(s.id, 0),
-            "latest_check_status": latest[s.id].status if s.id in latest else None,
-            "open_flags": open_flags.get(s.id, 0),
+            "images": n_images or 0,
+            "report_versions": n_reports or 0,
+            "latest_check_status": status,
+            "open_flags": n_open or 0,
             "created_at": s.created_at,
             "last_instance_at": s.last_instance_at,
         }
-        for s in studies
+        for s, n_images, n_reports, status, n_open, _total in rows
     ]
-    return items, total
+    return items, int(rows[0].total)
 
 
 def get_study(session: Session, study_uid: str) -> Study:
@@ -114,14 +112,20 @@ def get_study(session: Session, study_uid: str) -> Study:
 
     The caller audits the read (``ReadAuditBuffer``).
     """
-    study = session.scalar(
-        select(Study)
-        .where(Study.study_instance_uid == study_uid)
-        .options(
-            selectinload(Study.series).selectinload(Series.instances),
-            selectinload(Study.reports),
-            selectinload(Study.jobs).selectinload(CheckJob.flags).selectinload(Flag.reviews),
+    # Three queries whatever the study's size: study + series + instances (joined), report
+    # versions, checks + flags + reviews (joined).
+    study = (
+        session.scalars(
+            select(Study)
+            .where(Study.study_instance_uid == study_uid)
+            .options(
+                joinedload(Study.series).joinedload(Series.instances),
+                selectinload(Study.reports),
+                selectinload(Study.jobs).joinedload(CheckJob.flags).joinedload(Flag.reviews),
+            )
         )
+        .unique()
+        .one_or_none()
     )
     if study is None:
         raise NotFoundError(f"No study with StudyInstanceUID {study_uid!r}.")
