@@ -8,6 +8,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import dicom_io
@@ -117,6 +118,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for cls, _status, _type in STATUS_TABLE:
         app.add_exception_handler(cls, _domain)
+
+    async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database went away (restart, failover, network) or is busy: nothing was committed.
+        logger.warning(
+            "database unavailable (request %s): %s", request_id_of(request), type(exc).__name__
+        )
+        return error_response(
+            request,
+            503,
+            "unavailable",
+            "The database is unavailable (restarting or unreachable); nothing was changed. "
+            "Retry in a few seconds.",
+            headers={"Retry-After": "2"},
+        )
+
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -319,6 +319,9 @@ def serve(
     device: Device = "auto",
     dtype: DTypeOpt = "auto",
     quantization: Quant = "none",
+    log_level: Annotated[
+        str, typer.Option(help="DEBUG, INFO, WARNING or ERROR (logs never carry image or text)")
+    ] = "INFO",
     radcheck_keys: Annotated[
         bool,
         typer.Option(
@@ -334,7 +337,7 @@ def serve(
     from app.model_server import create_model_server
     from medvlm.errors import MedVLMError
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
     try:
         bind, api_key = serve_security(host, port, api_key_env)
     except ValueError as exc:
@@ -350,4 +353,4 @@ def serve(
         )
     except (MedVLMError, ValueError) as exc:
         raise _fail(exc) from exc
-    uvicorn.run(app, host=bind, port=port, log_level="info")
+    uvicorn.run(app, host=bind, port=port, log_level=log_level.lower())
