@@ -180,9 +180,9 @@ def create_model_server(
             if not matches:
                 _LOG.warning("rejected a request with a wrong API key on %s", request.url.path)
                 return _unauthorized(
-                    "incorrect, unknown or revoked API key: it does not match the key the model "
-                    "server was started with (RADCHECK_MODEL__OPENAI_API_KEY on the workers must "
-                    "equal it) nor an active RadCheck API key when --radcheck-keys is on"
+                    "incorrect API key: it does not match the key the model server was started "
+                    "with (RADCHECK_MODEL__OPENAI_API_KEY on the workers must equal it), nor an "
+                    "active (not revoked) RadCheck key when --radcheck-keys is on"
                 )
             return await call_next(request)
 
