@@ -134,7 +134,9 @@ def occlusion_film_map(
     with torch.no_grad(), warnings.catch_warnings():
         # MONAI 1.6 indexes with a list inside OcclusionSensitivity (torch warns about the form;
         # the result is pinned by the tests, whose boxes must land on the region).
-        warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message="Using a non-tuple sequence", category=UserWarning
+        )
         occ_map, _ = occlusion(x)
     elapsed = (time.perf_counter() - start) * 1000.0
     drop = baseline - np.asarray(occ_map[0, 0].detach().cpu().numpy(), dtype=np.float32)

@@ -122,7 +122,9 @@ class OpenAIRuntime:
             if isinstance(card, dict) and card.get("id") == self._model:
                 declared = card.get("capabilities")
                 values = (
-                    frozenset(str(v) for v in declared) if isinstance(declared, list) else frozenset()
+                    frozenset(str(v) for v in declared)
+                    if isinstance(declared, list)
+                    else frozenset()
                 )
                 self._capabilities_note = "declared by the endpoint"
                 return values
