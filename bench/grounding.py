@@ -71,6 +71,7 @@ def measure(
         return relevance, map_to_boxes(relevance.film_map, label="pleural effusion")
 
     grounding_ms, (relevance, (boxes, stats)) = _median_ms(ground, repeats)
+    run_stats = {k: stats[k] for k in ("regions", "mass_in_boxes", "peak_to_mean") if k in stats}
     run: dict[str, Any] = {
         "slicing": slicing,
         "film_size": list(FILM_SIZE),
@@ -85,6 +86,7 @@ def measure(
         "grounding_over_verify_generation": round(grounding_ms / verify_ms, 3),
         "grounding_over_findings_generation": round(grounding_ms / findings_ms, 3),
         "boxes": len(boxes),
+        "map_statistics": run_stats,
         "map_shape": list(relevance.film_map.values.shape),
     }
     if occlusion:
