@@ -14,11 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data.box_utils import box_iou as _monai_box_iou
-from monai.transforms.utils import (
-    generate_spatial_bounding_box,
-    get_largest_connected_component_mask,
-)
 from numpy.typing import NDArray
 
 from medvlm.grounding.maps import FilmMap, GroundingError
@@ -102,6 +97,11 @@ def map_to_boxes(
     if peak <= 0.0 or total <= 0.0:
         stats.update(regions=0, reason="no positive relevance: the answer does not rise anywhere")
         return [], stats
+    from monai.transforms.utils import (  # imported on use: MONAI is heavy to import
+        generate_spatial_bounding_box,
+        get_largest_connected_component_mask,
+    )
+
     mask = torch.from_numpy(pos >= threshold * peak)
     kept = get_largest_connected_component_mask(mask, connectivity=2, num_components=max_regions)
     kept_np = np.asarray(kept, dtype=bool)
@@ -147,6 +147,8 @@ def _mass_in_union(pos: NDArray[np.float64], film_map: FilmMap, boxes: Sequence[
 
 def box_iou(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> NDArray[np.float64]:
     """Pairwise IoU of ``[x0, y0, x1, y1]`` boxes (MONAI's ``box_iou``): ``[len(a), len(b)]``."""
+    from monai.data.box_utils import box_iou as _monai_box_iou
+
     out = _monai_box_iou(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
     return np.asarray(out, dtype=np.float64)
 

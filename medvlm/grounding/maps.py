@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.transforms.spatial.array import Resize
 from numpy.typing import NDArray
 
 from medvlm.errors import MedVLMError
@@ -153,6 +152,8 @@ def resample_film_array(values: NDArray[np.float32], shape: tuple[int, int]) -> 
     """Resample a 2-D array to ``shape`` (``area`` when shrinking, ``bilinear`` otherwise)."""
     if values.shape == shape:
         return values.astype(np.float32, copy=False)
+    from monai.transforms.spatial.array import Resize  # imported on use: MONAI is heavy
+
     shrink = shape[0] <= values.shape[0] and shape[1] <= values.shape[1]
     resize = Resize(spatial_size=shape, mode="area" if shrink else "bilinear")
     out = resize(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None])
