@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import random
 import re
@@ -166,6 +167,85 @@ def bench_speed(checker: Checker, reports: list[IUReport], repeats: int) -> dict
         "targets": {"reports_per_s": 1000, "p95_ms": 5.0},
         "what": "parse (sections, sentences, mentions) + text and header rules + fusion, one core",
     }
+
+
+# -- time per report against length (issue 16.1) -----------------------------------------------
+
+_LONG_FINDINGS = (
+    "There is a small left pleural effusion.",
+    "No pneumothorax is seen.",
+    "Mild cardiomegaly.",
+    "Right lower lobe consolidation.",
+    "Moderate right basilar atelectasis.",
+    "A right PICC line ends in the SVC.",
+    "Left lung nodule measures 8 mm.",
+    "The lungs are otherwise clear.",
+)
+_LONG_IMPRESSION = (
+    "Small right pleural effusion.",
+    "Right pneumothorax.",
+    "Severe cardiomegaly.",
+    "Left lower lobe consolidation.",
+    "No acute cardiopulmonary disease.",
+)
+LENGTHS = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+
+
+def long_report(chars: int, joiner: str = " ") -> str:
+    """A synthetic report of about ``chars`` characters made of realistic sentences that contradict
+    each other across sections (the worst case for the pairing rules); ``joiner="\n"`` with the
+    periods dropped gives lines without periods."""
+
+    def fill(sentences: tuple[str, ...], budget: float) -> str:
+        out: list[str] = []
+        size = i = 0
+        while size < budget:
+            s = sentences[i % len(sentences)]
+            out.append(s if joiner == " " else s.rstrip("."))
+            size += len(out[-1]) + len(joiner)
+            i += 1
+        return joiner.join(out)
+
+    findings = fill(_LONG_FINDINGS, chars * 0.6 - 25)
+    impression = fill(_LONG_IMPRESSION, chars * 0.4 - 25)
+    return f"FINDINGS: {findings}\nIMPRESSION: {impression}"[:chars]
+
+
+def bench_length(checker: Checker, max_chars: int, budget_s: float = 60.0) -> dict[str, Any]:
+    """Seconds to parse and check one report against its length, for sentences and for lines
+    without periods (JSON curve; near-linear means seconds / length stays about flat)."""
+    out: dict[str, Any] = {"max_chars": max_chars, "curves": {}}
+    for shape, joiner in (("sentences", " "), ("lines_without_periods", "\n")):
+        curve = []
+        for n in [x for x in LENGTHS if x <= max_chars]:
+            text = long_report(n, joiner)
+            best = float("inf")
+            flags = 0
+            for _ in range(3):
+                t0 = time.perf_counter()
+                res = checker.check(checker.parse(text))
+                best = min(best, time.perf_counter() - t0)
+                flags = len(res.flags)
+            curve.append(
+                {
+                    "chars": len(text),
+                    "seconds": round(best, 4),
+                    "us_per_char": round(best / len(text) * 1e6, 3),
+                    "flags": flags,
+                }
+            )
+            if best * 3 > budget_s:
+                break
+        out["curves"][shape] = curve
+    first, last = out["curves"]["sentences"][0], out["curves"]["sentences"][-1]
+    out["growth_exponent"] = round(
+        math.log(last["seconds"] / first["seconds"]) / math.log(last["chars"] / first["chars"]), 3
+    )
+    out["what"] = (
+        "best of 3, parse + check of one synthetic report; growth_exponent = slope of log(time) "
+        "against log(length) (1 = linear; issue 16 measured ~3 before the fix)"
+    )
+    return out
 
 
 # -- injection -----------------------------------------------------------------------------------
@@ -518,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--no-length", action="store_true", help="skip the time-vs-length curve")
     ap.add_argument("--show-misses", type=int, default=0)
     ap.add_argument("--miss-kind", default=None, help="only show misses of this injection kind")
     ap.add_argument("--compare-medspacy", type=int, default=0, metavar="N")
@@ -539,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_speed:
         result["speed"] = bench_speed(checker, reports, args.repeats)
+    if not args.no_length:
+        from medvlm.reports.parser import MAX_REPORT_CHARS
+
+        result["length"] = bench_length(checker, MAX_REPORT_CHARS)
     if not args.no_quality:
         result["quality"] = bench_quality(
             checker, reports, args.seed, args.show_misses, args.miss_kind

@@ -9,9 +9,12 @@ asserting sentence on a tie inside a section or against a generic denial ("no ac
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any
 
 from medvlm.checking.evidence import Item, make_flag
+from medvlm.checking.tally import MAX_PARTNERS, MAX_SCANNED, Tally
 from medvlm.checking.types import Flag
 from medvlm.prompts.knowledge import Category, KnowledgeBase
 from medvlm.reports import ParsedReport, Presence, SectionName, Side
@@ -166,6 +169,35 @@ def _redacted_before(item: Item) -> bool:
     return item.sentence.text[max(0, rel - 6) : rel].strip().lower().endswith(("xxxx", "___"))
 
 
+def _side_accept(side: Side | None) -> Callable[[Hashable], bool]:
+    """A tally filter: sides compatible with ``side`` (no side is compatible with any)."""
+    return lambda v: side is None or not isinstance(v, Side) or side.compatible(v)
+
+
+def _is(value: object) -> Callable[[Hashable], bool]:
+    return lambda v: v is value
+
+
+def _meets(values: frozenset[Any]) -> Callable[[Hashable], bool]:
+    return lambda v: isinstance(v, frozenset) and bool(v & values)
+
+
+def _is_number(value: float) -> Callable[[Hashable], bool]:
+    return lambda v: v == value
+
+
+def _size_mm(item: Item) -> float | None:
+    m = item.mention.measurement
+    return None if m is None else m.value_mm
+
+
+def _sizes_differ(x: float | None, y: float | None) -> bool:
+    if x is None or y is None:
+        return False
+    big, small = max(x, y), min(x, y)
+    return not (big - small <= 2.0 or big <= small * 1.25)
+
+
 def _sides_ok(a: Item, b: Item) -> bool:
     sa, sb = a.mention.laterality, b.mention.laterality
     return sa is None or sb is None or sa.compatible(sb)
@@ -240,28 +272,68 @@ class TextRules:
         ]
         return bool(_WITH.search(between))
 
+    def _denial_key(self, p: Item) -> tuple[object, ...]:
+        """Everything of an asserted mention that :meth:`_denies` reads."""
+        m = p.mention
+        return (m.concept, m.qualifiers, m.grades, m.laterality, m.interval, _redacted_before(p))
+
+    def _denials_of(
+        self,
+        p: Item,
+        denied_by_concept: dict[str, list[tuple[int, Item]]],
+        cache: dict[tuple[object, ...], tuple[list[Item], Counter[int]]],
+    ) -> tuple[list[Item], Counter[int]]:
+        """The denials that deny ``p`` (document order) and their count per sentence, computed
+        once per distinct kind of asserted mention."""
+        key = self._denial_key(p)
+        hit = cache.get(key)
+        if hit is None:
+            found = sorted(
+                (
+                    (k, n)
+                    for concept, group in denied_by_concept.items()
+                    if self._covered(concept, p)
+                    for k, n in group
+                    if not self._weak_denial(n, p)
+                ),
+                key=lambda kn: kn[0],
+            )
+            denials = [n for _, n in found]
+            hit = (denials, Counter(id(n.sentence) for n in denials))
+            cache[key] = hit
+        return hit
+
     def _presence(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
+        denied_by_concept: dict[str, list[tuple[int, Item]]] = {}
+        asserted = Tally()
+        for k, i in enumerate(items):
+            if i.denied:
+                denied_by_concept.setdefault(i.mention.concept, []).append((k, i))
+            elif i.asserted:
+                asserted.add(i.mention.concept, i.mention.laterality, i)
+        cache: dict[tuple[object, ...], tuple[list[Item], Counter[int]]] = {}
         for p in items:
             if not p.asserted or kb[p.mention.concept].category is Category.GENERIC:
                 continue
-            for n in items:
+            denials, per_sentence = self._denials_of(p, denied_by_concept, cache)
+            side = p.mention.laterality
+            partners = 0
+            for n in denials:
                 if n.sentence is p.sentence and not self._same_sentence_ok(n, p):
                     continue
-                if not self._denies(n, p):
-                    continue
+                partners += 1
+                if partners > MAX_PARTNERS:
+                    break
                 generic = n.mention.concept != p.mention.concept
-                others = [
-                    i
-                    for i in items
-                    if i.sentence is not p.sentence and i.sentence is not n.sentence
-                ]
-                for_p = sum(
-                    1
-                    for i in others
-                    if i.asserted and i.mention.concept == p.mention.concept and _sides_ok(i, p)
+                for_p = asserted.count(
+                    p.mention.concept,
+                    _side_accept(side),
+                    (p, n),
                 )
-                for_n = sum(1 for i in others if self._denies(i, p))
+                for_n = len(denials) - per_sentence[id(p.sentence)]
+                if n.sentence is not p.sentence:
+                    for_n -= per_sentence[id(n.sentence)]
                 if generic or for_n > for_p:
                     target, other = p, n
                 elif for_p > for_n:
@@ -366,6 +438,8 @@ class TextRules:
         if not normal or any(_SEE_ABOVE.search(i.sentence.text) for i in impression):
             return
         kb = self._kb
+        impression_groups = {self._group(i.mention.concept) for i in impression}
+        denied: dict[tuple[object, ...], bool] = {}
         for item in items:
             m = item.mention
             if item.section is not SectionName.FINDINGS or not item.asserted:
@@ -374,9 +448,12 @@ class TextRules:
                 continue
             if _NOT_NEW.search(item.sentence.text) or not self._significant(item):
                 continue
-            if any(kb.same_side_group(i.mention.concept, m.concept) for i in impression):
+            if self._group(m.concept) in impression_groups:
                 continue
-            if any(self._denies(n, item) for n in normal):
+            key = self._denial_key(item)
+            if key not in denied:
+                denied[key] = any(self._denies(n, item) for n in normal[:MAX_SCANNED])
+            if denied[key]:
                 continue  # already flagged as a contradiction of the generic denial
             yield make_flag(
                 subtype=ErrorSubtype.INSERT_FINDING,
@@ -394,18 +471,46 @@ class TextRules:
 
     # -- cross-section attribute conflicts ------------------------------------------------------
 
-    def _pairs(self, items: list[Item], same_group: bool) -> Iterator[tuple[Item, Item]]:
+    def _group(self, concept: str) -> str:
+        """The key under which :meth:`KnowledgeBase.same_side_group` holds: a side group or the
+        concept itself."""
+        group = self._kb[concept].side_group
+        return f"group:{group}" if group is not None else f"concept:{concept}"
+
+    def _pairs(
+        self,
+        items: list[Item],
+        same_group: bool,
+        attribute: Callable[[Item], Hashable],
+        conflict: Callable[[Any, Any], bool],
+    ) -> Iterator[tuple[Item, Item]]:
         """FINDINGS x IMPRESSION mentions that are not denied (asserted or hedged: a hedged
-        finding still has a side and a grade that must agree)."""
-        f_items = [i for i in items if i.section is SectionName.FINDINGS and i.described]
-        i_items = [i for i in items if i.section is SectionName.IMPRESSION and i.described]
-        for a in f_items:
-            for b in i_items:
-                if same_group:
-                    if self._kb.same_side_group(a.mention.concept, b.mention.concept):
-                        yield a, b
-                elif a.mention.concept == b.mention.concept:
+        finding still has a side and a grade that must agree), of the same concept (or side
+        group), whose ``attribute`` values ``conflict``. Impression mentions are bucketed by
+        attribute value so that only conflicting candidates are visited; each FINDINGS mention is
+        paired with at most :data:`MAX_PARTNERS` of them (near-linear on pasted-over reports)."""
+
+        def key(item: Item) -> str:
+            c = item.mention.concept
+            return self._group(c) if same_group else c
+
+        buckets: dict[str, dict[Hashable, list[Item]]] = {}
+        for b in items:
+            if b.section is SectionName.IMPRESSION and b.described:
+                buckets.setdefault(key(b), {}).setdefault(attribute(b), []).append(b)
+        for a in items:
+            if a.section is not SectionName.FINDINGS or not a.described:
+                continue
+            va = attribute(a)
+            n = 0
+            for vb, group in buckets.get(key(a), {}).items():
+                if not conflict(va, vb):
+                    continue
+                for b in group[:MAX_PARTNERS]:
                     yield a, b
+                    n += 1
+                if n >= MAX_PARTNERS:
+                    break
 
     def _pick(self, a: Item, b: Item, for_a: int, for_b: int) -> tuple[Item, Item]:
         if for_b > for_a:
@@ -416,7 +521,16 @@ class TextRules:
 
     def _laterality(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
-        for a, b in self._pairs(items, same_group=True):
+        sides = Tally()
+        for i in items:
+            if i.described and i.mention.laterality is not None:
+                sides.add((i.section, self._group(i.mention.concept)), i.mention.laterality, i)
+        for a, b in self._pairs(
+            items,
+            True,
+            lambda i: i.mention.laterality,
+            lambda x, y: x is not None and y is not None and not x.compatible(y),
+        ):
             sa, sb = a.mention.laterality, b.mention.laterality
             if sa is None or sb is None or sa.compatible(sb):
                 continue
@@ -426,21 +540,13 @@ class TextRules:
             ga, gb = a.mention.grades, b.mention.grades
             if ga and gb and not (ga & gb):
                 continue
-            group = [
-                i
-                for i in items
-                if i.sentence is not a.sentence
-                and i.sentence is not b.sentence
-                and i.described
-                and kb.same_side_group(i.mention.concept, a.mention.concept)
-                and i.mention.laterality is not None
-            ]
-            if any(i.section is a.section and i.mention.laterality is sb for i in group) or any(
-                i.section is b.section and i.mention.laterality is sa for i in group
+            g = self._group(a.mention.concept)
+            if sides.count((a.section, g), _is(sb), (a, b)) or sides.count(
+                (b.section, g), _is(sa), (a, b)
             ):
                 continue  # both sides described in one section: likely two findings, not a slip
-            for_a = sum(1 for i in group if i.mention.laterality is sa)
-            for_b = sum(1 for i in group if i.mention.laterality is sb)
+            for_a = sum(sides.count((sec, g), _is(sa), (a, b)) for sec in _COMPARED)
+            for_b = sum(sides.count((sec, g), _is(sb), (a, b)) for sec in _COMPARED)
             target, other = self._pick(a, b, for_a, for_b)
             t_side = target.mention.laterality
             o_side = other.mention.laterality
@@ -461,26 +567,24 @@ class TextRules:
 
     def _severity(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
-        for a, b in self._pairs(items, same_group=False):
+        graded = Tally()
+        for i in items:
+            if i.described and i.mention.grades:
+                graded.add((i.section, i.mention.concept), i.mention.grades, i)
+        for a, b in self._pairs(
+            items, False, lambda i: i.mention.grades, lambda x, y: bool(x and y and not x & y)
+        ):
             ga, gb = a.mention.grades, b.mention.grades
             if not ga or not gb or ga & gb or not _sides_ok(a, b):
                 continue
             za, zb = _zones(a), _zones(b)
             if za and zb and not (za & zb):
                 continue
-            same = [
-                i
-                for i in items
-                if i.sentence is not a.sentence
-                and i.sentence is not b.sentence
-                and i.described
-                and i.mention.concept == a.mention.concept
-                and i.mention.grades
-            ]
-            if any(i.section is a.section and i.mention.grades & gb for i in same):
+            c = a.mention.concept
+            if graded.count((a.section, c), _meets(gb), (a, b)):
                 continue
-            for_a = sum(1 for i in same if i.mention.grades & ga)
-            for_b = sum(1 for i in same if i.mention.grades & gb)
+            for_a = sum(graded.count((sec, c), _meets(ga), (a, b)) for sec in _COMPARED)
+            for_b = sum(graded.count((sec, c), _meets(gb), (a, b)) for sec in _COMPARED)
             target, other = self._pick(a, b, for_a, for_b)
             yield make_flag(
                 subtype=ErrorSubtype.SEVERITY,
@@ -498,28 +602,24 @@ class TextRules:
 
     def _location(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
-        for a, b in self._pairs(items, same_group=True):
+        zoned = Tally()
+        for i in items:
+            if i.described and _zones(i):
+                zoned.add((i.section, self._group(i.mention.concept)), _zones(i), i)
+        for a, b in self._pairs(items, True, _zones, lambda x, y: bool(x and y and not x & y)):
             za, zb = _zones(a), _zones(b)
             if not za or not zb or za & zb:
                 continue
             sa, sb = a.mention.laterality, b.mention.laterality
             if sa is None or sb is None or not sa.compatible(sb) or Side.BILATERAL in (sa, sb):
                 continue  # a location is only comparable when both name the same side
-            group = [
-                i
-                for i in items
-                if i.sentence is not a.sentence
-                and i.sentence is not b.sentence
-                and i.described
-                and kb.same_side_group(i.mention.concept, a.mention.concept)
-                and _zones(i)
-            ]
-            if any(i.section is a.section and _zones(i) & zb for i in group) or any(
-                i.section is b.section and _zones(i) & za for i in group
+            g = self._group(a.mention.concept)
+            if zoned.count((a.section, g), _meets(zb), (a, b)) or zoned.count(
+                (b.section, g), _meets(za), (a, b)
             ):
                 continue
-            for_a = sum(1 for i in group if _zones(i) & za)
-            for_b = sum(1 for i in group if _zones(i) & zb)
+            for_a = sum(zoned.count((sec, g), _meets(za), (a, b)) for sec in _COMPARED)
+            for_b = sum(zoned.count((sec, g), _meets(zb), (a, b)) for sec in _COMPARED)
             target, other = self._pick(a, b, for_a, for_b)
             yield make_flag(
                 subtype=ErrorSubtype.LOCATION,
@@ -538,7 +638,12 @@ class TextRules:
 
     def _interval_conflicts(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
-        for a, b in self._pairs(items, same_group=False):
+        for a, b in self._pairs(
+            items,
+            False,
+            lambda i: i.mention.interval,
+            lambda x, y: frozenset({x, y}) in _CONFLICTING_INTERVALS,
+        ):
             ia, ib = a.mention.interval, b.mention.interval
             if ia is None or ib is None or frozenset({ia, ib}) not in _CONFLICTING_INTERVALS:
                 continue
@@ -619,18 +724,17 @@ class TextRules:
                         extra={"measurement": meas.text},
                     )
                 )
-        for a, b in self._pairs(items, same_group=False):
+        sizes = Tally()
+        for i in items:
+            if i.mention.measurement is not None and i.mention.measurement.value_mm is not None:
+                sizes.add((i.section, i.mention.concept), i.mention.measurement.value_mm, i)
+        for a, b in self._pairs(items, False, _size_mm, _sizes_differ):
             ma, mb = a.mention.measurement, b.mention.measurement
             if ma is None or mb is None or ma.value_mm is None or mb.value_mm is None:
                 continue
-            if not _sides_ok(a, b) or any(
-                i.section is b.section
-                and i is not b
-                and i.mention.measurement is not None
-                and i.mention.measurement.value_mm == ma.value_mm
-                and i.mention.concept == a.mention.concept
-                for i in items
-            ):
+            if not _sides_ok(a, b) or sizes.count(
+                (b.section, a.mention.concept), _is_number(ma.value_mm)
+            ) - (1 if mb.value_mm == ma.value_mm else 0):
                 continue
             big, small = max(ma.value_mm, mb.value_mm), min(ma.value_mm, mb.value_mm)
             if big - small <= 2.0 or big <= small * 1.25:
