@@ -198,6 +198,13 @@ def _sizes_differ(x: float | None, y: float | None) -> bool:
     return not (big - small <= 2.0 or big <= small * 1.25)
 
 
+def _hedged(item: Item) -> bool:
+    """Hedged as a diagnosis (probable, likely, suspected, may represent), not merely left open
+    ("cannot be excluded") or asked about ("evaluate for")."""
+    m = item.mention
+    return m.presence is Presence.UNCERTAIN and m.hedge == "possible" and not m.historical
+
+
 def _sides_ok(a: Item, b: Item) -> bool:
     sa, sb = a.mention.laterality, b.mention.laterality
     return sa is None or sb is None or sa.compatible(sb)
@@ -314,7 +321,8 @@ class TextRules:
                 asserted.add(i.mention.concept, i.mention.laterality, i)
         cache: dict[tuple[object, ...], tuple[list[Item], Counter[int]]] = {}
         for p in items:
-            if not p.asserted or kb[p.mention.concept].category is Category.GENERIC:
+            hedged = _hedged(p)
+            if not (p.asserted or hedged) or kb[p.mention.concept].category is Category.GENERIC:
                 continue
             denials, per_sentence = self._denials_of(p, denied_by_concept, cache)
             side = p.mention.laterality
@@ -326,6 +334,8 @@ class TextRules:
                 if partners > MAX_PARTNERS:
                     break
                 generic = n.mention.concept != p.mention.concept
+                if hedged and kb[n.mention.concept].category is Category.GENERIC:
+                    continue  # "possible early pneumonia" under "no acute disease": not flagged
                 for_p = asserted.count(
                     p.mention.concept,
                     _side_accept(side),
@@ -343,7 +353,7 @@ class TextRules:
                 else:
                     target, other = p, n
                 name = kb[p.mention.concept].name
-                if generic:
+                if generic and not hedged:
                     # a denial list left without its "no" ("There is pneumothorax or effusion",
                     # "lungs are clear with consolidation") is a negation flip, else an insertion
                     flipped = n.sentence is p.sentence or _reads_like_denial(p)
@@ -364,6 +374,18 @@ class TextRules:
                         f"('{other.sentence.text}')."
                     )
                     confidence = 0.85 if p.section is not n.section else 0.75
+                    if hedged:
+                        # a flat denial against a hedged diagnosis ("no emphysema" vs "probably
+                        # emphysema"): a contradiction, at a lower confidence
+                        rule = "text.presence.denial_vs_hedge"
+                        state = "possibly present" if target is p else "absent"
+                        message = (
+                            f"{target.where().capitalize()} states {name} is {state} "
+                            f"('{target.sentence.text}'), but {other.where()} "
+                            + ("flatly denies it" if target is p else "suggests it")
+                            + f" ('{other.sentence.text}')."
+                        )
+                        confidence = 0.6
                 yield make_flag(
                     subtype=subtype,
                     rule_id=rule,

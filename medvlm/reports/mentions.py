@@ -8,6 +8,7 @@ from bisect import bisect_left
 from medvlm.prompts.knowledge import Category, KnowledgeBase
 from medvlm.reports.context import (
     MAX_BACKWARD_SCOPE,
+    WEAK_HEDGE,
     CueCategory,
     Direction,
     find_cues,
@@ -157,23 +158,49 @@ class MentionExtractor:
         for start, end, concept, normal in raw:
             categories: set[CueCategory] = set()
             cue_texts: list[str] = []
+            first_negation = first_possible = None
             for cue in cues:
                 if cue.category is CueCategory.PSEUDO or (cue.start < end and start < cue.end):
                     continue
                 applies = False
                 if cue.end <= start and cue.direction is not Direction.BACKWARD:
-                    applies = not any(cue.end <= t < start for t in terminators)
+                    t = bisect_left(terminators, cue.end)
+                    applies = t >= len(terminators) or terminators[t] >= start
                 elif cue.start >= end and cue.direction is not Direction.FORWARD:
-                    applies = cue.start - end <= MAX_BACKWARD_SCOPE and not any(
-                        end <= t < cue.start for t in terminators
+                    t = bisect_left(terminators, end)
+                    applies = cue.start - end <= MAX_BACKWARD_SCOPE and (
+                        t >= len(terminators) or terminators[t] >= cue.start
                     )
+                    if cue.category is CueCategory.POSSIBLE and "," in sentence[end : cue.start]:
+                        applies = False  # "consolidation, probably aspiration": the hedge is on
+                        # the interpretation after the comma, not the observation before it
                 if applies:
                     categories.add(cue.category)
                     cue_texts.append(cue.text)
+                    if cue.category is CueCategory.NEGATED and first_negation is None:
+                        first_negation = cue.start
+                    if cue.category is CueCategory.POSSIBLE and first_possible is None:
+                        first_possible = cue.start
+            hedge: str | None = None
             if normal:
+                presence = Presence.ABSENT
+            elif (
+                CueCategory.POSSIBLE in categories
+                and CueCategory.HYPOTHETICAL not in categories
+                and first_negation is not None
+                and first_possible is not None
+                and first_negation < first_possible < start
+            ):
+                # "No focal opacity to suggest infection": the hedge sits inside the denial
                 presence = Presence.ABSENT
             elif CueCategory.POSSIBLE in categories or CueCategory.HYPOTHETICAL in categories:
                 presence = Presence.UNCERTAIN
+                if CueCategory.HYPOTHETICAL in categories:
+                    hedge = "hypothetical"
+                elif any(WEAK_HEDGE.search(c) for c in cue_texts):
+                    hedge = "weak"
+                else:
+                    hedge = "possible"
             elif CueCategory.NEGATED in categories:
                 presence = Presence.ABSENT
             else:
@@ -196,6 +223,7 @@ class MentionExtractor:
                     normal,
                     sentence_quals,
                     sentence_sides,
+                    hedge,
                 )
             )
         return tuple(out)
@@ -215,6 +243,7 @@ class MentionExtractor:
         normal: bool,
         sentence_quals: set[str],
         sentence_sides: set[str],
+        hedge: str | None = None,
     ) -> Mention:
         entry = self._kb.findings[concept]
         sides = {m.group("s").lower() for m in _SIDE_RE.finditer(clause)}
@@ -276,4 +305,5 @@ class MentionExtractor:
             normal_phrase=normal,
             qualifiers=frozenset(qualifiers),
             cues=cues,
+            hedge=hedge,
         )

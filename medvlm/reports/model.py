@@ -88,6 +88,9 @@ class Mention:
     normal_phrase: bool = False
     qualifiers: frozenset[str] = frozenset()
     cues: tuple[str, ...] = ()
+    hedge: str | None = None
+    """For an uncertain mention: "possible" (probable, likely, suspected, may represent), "weak"
+    (cannot be excluded) or "hypothetical" (rule out, evaluate for)."""
 
     @property
     def location(self) -> str | None:

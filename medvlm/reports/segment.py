@@ -72,7 +72,21 @@ _ABBREVIATIONS = frozenset(
         "p.m",
     }
 )
-_BOUNDARY = re.compile(r"[.!?]+(?=\s|$)")
+# A sentence ends at a period followed by space or the end; at a period glued to the next
+# sentence ("effusion.No pneumothorax": a lower-case word or a redaction, then a capitalised word);
+# and at a semicolon that joins two sentences.
+_BOUNDARY = re.compile(
+    r"[.!?]+(?=\s|$)|(?:(?<=[a-z]{2})|(?<=XXXX)|(?<=___)|(?<=[a-z]\)))[.!?]+(?=[A-Z][a-z]|XXXX)"
+    r"|;(?=\s+\S)"
+)
+# A line break without a period before a capitalised word ends a sentence unless the line ends
+# with a word that needs its continuation ("with", "the", a comma): reports typed as one finding
+# per line ("Cardiomegaly" / "No effusion") next to wrapped prose.
+_LINE_SENTENCE = re.compile(r"(?<=[^\s.,;:!?(\-/])[ \t]*\n[ \t]*(?=[A-Z][a-z])")
+_CONTINUATION = frozenset(
+    "a an the of and or with without to in on at by for from than as is are was were be "
+    "no not nor but which that left right mild moderate small large severe dr".split()
+)
 _LIST_MARKER = re.compile(r"(?:\(?\d{1,2}[.)]|[-*\u2022])\s+")
 
 
@@ -85,6 +99,14 @@ def normalise_text(text: str) -> str:
 
     text = _PARAGRAPH.sub(_break, text)
     text = _LIST_BREAK.sub(_break, text)
+
+    def _line(match: re.Match[str]) -> str:
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        words = text[line_start : match.start()].split()
+        last = words[-1].lower() if words else ""
+        return match.group(0) if last in _CONTINUATION else " \x00 "
+
+    text = _LINE_SENTENCE.sub(_line, text)
     parts = [p.strip() for p in _WS.sub(" ", text).split("\x00")]
     out: list[str] = []
     for part in parts:
