@@ -29,6 +29,15 @@ _COMPARED = (SectionName.FINDINGS, SectionName.IMPRESSION)
 _WEAK_DENIAL = frozenset(
     [
         "new",
+        "bony",
+        "bone",
+        "osseous",
+        "lytic",
+        "blastic",
+        "destructive",
+        "skin",
+        "cutaneous",
+        "soft tissue",
         "acute",
         "displaced",
         "other",
@@ -124,7 +133,8 @@ _EXCEPTION = re.compile(
 )
 _SEE_ABOVE = re.compile(r"(?<![\w])(?:see|as|described|noted) above(?![\w])", re.I)
 _NOT_NEW = re.compile(
-    r"(?<![\w])(?:calcified|unchanged|stable|chronic|old|previous|prior|again|known|healed)(?![\w])",
+    r"(?<![\w])(?:calcified|unchanged|stable|chronic|old|previous|prior|again|known|healed|"
+    r"scar|scarring|granulomas?|granulomatous|fibrosis|fibrotic)(?![\w])",
     re.I,
 )
 _GENERIC_PARENTS = frozenset({"no_acute_disease", "normal_study"})
@@ -167,6 +177,13 @@ def _redacted_before(item: Item) -> bool:
     """A redaction right before the term may hide a hedge ("XXXX opacity"): not a firm assertion."""
     rel = item.mention.start - item.sentence.start
     return item.sentence.text[max(0, rel - 6) : rel].strip().lower().endswith(("xxxx", "___"))
+
+
+# Policy (issue 12.2.3): a redaction before an asserted term ("XXXX atelectasis") is read as an
+# adjective the de-identification removed (IU redacts words, not negations), so the assertion
+# stands against a flat denial of that finding ("There is no atelectasis"), but not against a
+# blanket normal phrase ("The lungs are clear"). A redaction inside a denial ("no XXXX effusion")
+# still qualifies the denial (see _WEAK_DENIAL): the hidden word may be "large" or "new".
 
 
 def _side_accept(side: Side | None) -> Callable[[Hashable], bool]:
@@ -239,7 +256,15 @@ class TextRules:
 
     def _weak_denial(self, denial: Item, asserted: Item) -> bool:
         n, p = denial.mention, asserted.mention
-        if "otherwise" in n.qualifiers or _redacted_before(asserted):
+        if "otherwise" in n.qualifiers:
+            return True
+        if n.normal_phrase and (
+            _redacted_before(asserted)
+            or _NOT_NEW.search(asserted.sentence.text)
+            or (p.grades and min(p.grades) == 0)
+        ):
+            # a blanket normal phrase ("the lungs are clear") next to a redacted, chronic or
+            # minimal opacity is how reports describe scars: not a contradiction
             return True
         narrow = n.concept == p.concept and not self._kb[p.concept].broad
         weak = _WEAK_DENIAL if narrow else _WEAK_DENIAL | _WEAK_BROAD_DENIAL
@@ -334,8 +359,13 @@ class TextRules:
                 if partners > MAX_PARTNERS:
                     break
                 generic = n.mention.concept != p.mention.concept
-                if hedged and kb[n.mention.concept].category is Category.GENERIC:
-                    continue  # "possible early pneumonia" under "no acute disease": not flagged
+                if hedged and n.mention.concept != p.mention.concept and (
+                    n.mention.normal_phrase
+                    or kb[n.mention.concept].broad
+                    or kb[n.mention.concept].category is Category.GENERIC
+                ):
+                    continue  # "possible early pneumonia" under "no acute disease" or "the
+                    # lungs are clear": a hedge only contradicts a denial of that very finding
                 for_p = asserted.count(
                     p.mention.concept,
                     _side_accept(side),

@@ -18,8 +18,9 @@ from medvlm.prompts.knowledge import compile_alternation
 MAX_BACKWARD_SCOPE = 40
 """Characters between a target and a backward cue ("... has resolved") beyond which it does not apply."""
 
-WEAK_HEDGE = re.compile(r"exclu|rule out|ruled out|r/o")
-"""Hedge cues that only leave a finding open ("cannot be excluded"): not an assertion to set
+WEAK_HEDGE = re.compile(r"exclu|rule out|ruled out|r/o|versus|vs|differential|either|consideration")
+"""Hedge cues that only leave a finding open ("cannot be excluded", "atelectasis versus early
+infiltrate"): not an assertion to set
 against a denial (see docs/eval.md, hedge policy)."""
 
 __all__ = ["MAX_BACKWARD_SCOPE", "WEAK_HEDGE", "Cue", "CueCategory", "Direction", "find_cues", "find_terminators"]

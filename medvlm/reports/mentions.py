@@ -63,6 +63,7 @@ _INTERVAL_RE = re.compile(
 )
 _QUALIFIER_RE = re.compile(
     r"(?<![\w])(large|significant|sizable|gross|overt|frank|definite|definitive|acute|new|focal|"
+    r"bony|bone|osseous|lytic|blastic|destructive|skin|cutaneous|soft tissue|"
     r"dense|confluent|displaced|visible|obvious|appreciable|discrete|convincing|substantial|"
     r"chronic|old|healed|healing|remote|stable|unchanged|persistent|residual|otherwise|"
     r"suspicious|typical|lobar|segmental|free|other|additional|further|xxxx|___|rib|ribs|clavicle|"
@@ -277,8 +278,12 @@ class MentionExtractor:
                 severity = labels[-1][0]
         interval = None
         im = None
+        seen_intervals = set()
         for im in _INTERVAL_RE.finditer(clause):
             interval = im.lastgroup
+            seen_intervals.add(interval)
+        if len(seen_intervals - {"persistent"}) > 1:
+            interval = None  # "developing or resolving pneumonia": no single interval stated
         if "resolved" in cues or any(c.startswith(("has resolved", "have resolved")) for c in cues):
             interval = "resolved"
         measurement = None

@@ -76,7 +76,7 @@ _ABBREVIATIONS = frozenset(
 # sentence ("effusion.No pneumothorax": a lower-case word or a redaction, then a capitalised word);
 # and at a semicolon that joins two sentences.
 _BOUNDARY = re.compile(
-    r"[.!?]+(?=\s|$)|(?:(?<=[a-z]{2})|(?<=XXXX)|(?<=___)|(?<=[a-z]\)))[.!?]+(?=[A-Z][a-z]|XXXX)"
+    r"[.!?]+(?=\s|$)|(?:(?<=[a-z]{2})|(?<=XXXX)|(?<=___)|(?<=[a-z]\)))[.!?]+(?=[A-Z][a-z]|[A-Z] |XXXX)"
     r"|;(?=\s+\S)"
 )
 # A line break without a period before a capitalised word ends a sentence unless the line ends
