@@ -137,7 +137,7 @@ _NEG_BEFORE = re.compile(
     re.I,
 )
 _NEG_AFTER = re.compile(
-    r"^[^.;]{0,40}?(?<![\w])(?:(?:is|are|was|were) (?:not|no longer) \w+|(?:has|have) (?:since )?"
+    r"^[^.;]{0,40}?(?<![\w])(?:(?:is|are|was|were) (?:not|no longer) (?!excluded|ruled)\w+|(?:has|have) (?:since )?"
     r"resolved|resolved|(?:has|have) been removed|absent)(?![\w])",
     re.I,
 )
@@ -159,7 +159,7 @@ _QUALIFIED_DENIAL = re.compile(
     r"(?<![\w])(?:large|significant|sizable|gross|new|other|additional|further|displaced|acute|"
     r"focal|definite|xxxx|___|residual|recurrent|obvious|frank|overt|visible|substantial|"
     r"rib|ribs|clavicle|spine|vertebral|lobar|segmental|confluent|active|dense|airspace|"
-    r"discrete|apparent|appreciable|typical)(?![\w])",
+    r"discrete|apparent|appreciable|typical|suspicious|bony|osseous|destructive)(?![\w])",
     re.I,
 )
 _NORMAL_IMPRESSION = re.compile(
@@ -275,7 +275,13 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SPLIT_RE.split(text) if s and any(c.isalnum() for c in s)]
 
 
+_PRIOR_PSEUDO = re.compile(
+    r"not (?:well )?(?:seen|visualized|identified|present) (?:on|in) (?:the )?(?:prior|previous)\w*", re.I
+)
+
+
 def _status(sentence: str, start: int, end: int) -> str:
+    sentence = _PRIOR_PSEUDO.sub(lambda m: "x" * len(m.group(0)), sentence)
     before = sentence[:start]
     stops = [m.end() for m in _CLAUSE_STOP.finditer(before)]
     clause_before = before[stops[-1] :] if stops else before
@@ -300,7 +306,7 @@ def facts_of(section: str, sentences: Sequence[str]) -> list[Fact]:
                 grade_word = None
                 window = sentence[max(0, m.start() - 40) : m.start()]
                 found = list(_GRADE_RE.finditer(window))
-                if found:
+                if len(found) == 1:  # "minimal small" or "mild to moderate": not one grade word
                     grade_word = found[-1].group(1)
                 out.append(
                     Fact(
@@ -433,9 +439,7 @@ def cases_for(
                     and not any(g.side in (new_side, "bilateral") for g in described)
                     and not any(g.side == new_side for g in same_here)
                 ):
-                    m = _SIDE_RE.search(sent)
-                    assert m is not None
-                    swapped = sent[: m.start()] + _swap_case(m.group(1), new_side) + sent[m.end() :]
+                    swapped = _SIDE_RE.sub(lambda m: _swap_case(m.group(1), new_side), sent)
                     counterpart = next(sections[other_name][g.sentence] for g in described)
                     new = list(sents)
                     new[f.sentence] = swapped

@@ -67,6 +67,13 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
         _F,
     ),
     (r"not (?:only|necessarily)", _PSEUDO, _F),
+    # "No clear cause for the perihilar opacities": the opacities are not denied (issue 12.2.11)
+    (
+        r"no (?:clear |definite |obvious |apparent |specific )?(?:cause|source|etiology|"
+        r"explanation|reason) (?:for|of)",
+        _PSEUDO,
+        _F,
+    ),
     (
         r"(?:nearly|almost|partially|partly|incompletely|not (?:completely|entirely|fully)) "
         r"(?:resolved|cleared)|near[- ]complete resolution(?: of)?|(?:partial|incomplete) "
@@ -99,6 +106,7 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
         _B,
     ),
     (r"(?:is|are|was|were) (?:now )?(?:resolved|removed|absent|gone)", _NEG, _B),
+    (r"removed|extubated|discontinued", _NEG, _B),
     (r"resolved", _NEG, _BI),
     (
         r"(?:is|are|was|were) not (?:\w+ )?(?:seen|identified|visualized|present|demonstrated|"

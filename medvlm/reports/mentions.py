@@ -163,6 +163,8 @@ class MentionExtractor:
             for cue in cues:
                 if cue.category is CueCategory.PSEUDO or (cue.start < end and start < cue.end):
                     continue
+                if "remov" in cue.text and not kb.findings[concept].is_device:
+                    continue  # "removal of the chest tube with ... atelectasis": devices only
                 applies = False
                 if cue.end <= start and cue.direction is not Direction.BACKWARD:
                     t = bisect_left(terminators, cue.end)
