@@ -65,9 +65,13 @@ HEADLINE_PATTERNS = PATTERNS[:-1]
 TERMS: dict[str, tuple[str, str, bool]] = {
     "effusion": (r"(?:pleural )?effusions?", "pleural effusion", True),
     "pneumothorax": (r"pneumothora(?:x|ces)", "pneumothorax", True),
-    "consolidation": (r"consolidations?|airspace (?:disease|consolidation)", "consolidation", True),
+    "consolidation": (
+        r"consolidations?|airspace (?:disease|consolidation|opacit(?:y|ies))",
+        "consolidation",
+        True,
+    ),
     "atelectasis": (r"atelecta(?:sis|tic changes?)|subsegmental atelectasis", "atelectasis", True),
-    "opacity": (r"opacit(?:y|ies)|densit(?:y|ies)", "opacity", True),
+    "opacity": (r"(?<!airspace )(?<!nodular )(?:opacit(?:y|ies)|densit(?:y|ies))", "opacity", True),
     "pneumonia": (r"pneumonias?", "pneumonia", True),
     "edema": (r"(?:pulmonary |interstitial )?edema", "pulmonary edema", False),
     "cardiomegaly": (r"cardiomegaly", "cardiomegaly", False),
@@ -137,7 +141,7 @@ _NEG_BEFORE = re.compile(
     re.I,
 )
 _NEG_AFTER = re.compile(
-    r"^[^.;]{0,40}?(?<![\w])(?:(?:is|are|was|were) (?:not|no longer) (?!excluded|ruled)\w+|(?:has|have) (?:since )?"
+    r"^[^.;]{0,40}?(?<![\w])(?:(?:is|are|was|were) (?:not|no longer) (?!(?:entirely |completely |totally )?(?:excluded|ruled))\w+|(?:has|have) (?:since )?"
     r"resolved|resolved|(?:has|have) been removed|absent)(?![\w])",
     re.I,
 )
@@ -159,7 +163,7 @@ _QUALIFIED_DENIAL = re.compile(
     r"(?<![\w])(?:large|significant|sizable|gross|new|other|additional|further|displaced|acute|"
     r"focal|definite|xxxx|___|residual|recurrent|obvious|frank|overt|visible|substantial|"
     r"rib|ribs|clavicle|spine|vertebral|lobar|segmental|confluent|active|dense|airspace|"
-    r"discrete|apparent|appreciable|typical|suspicious|bony|osseous|destructive)(?![\w])",
+    r"discrete|apparent|appreciable|typical|suspicious|bony|osseous|destructive|otherwise)(?![\w])",
     re.I,
 )
 _NORMAL_IMPRESSION = re.compile(

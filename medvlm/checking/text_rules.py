@@ -360,9 +360,7 @@ class TextRules:
                     break
                 generic = n.mention.concept != p.mention.concept
                 if hedged and n.mention.concept != p.mention.concept and (
-                    n.mention.normal_phrase
-                    or kb[n.mention.concept].broad
-                    or kb[n.mention.concept].category is Category.GENERIC
+                    n.mention.normal_phrase or kb[n.mention.concept].category is Category.GENERIC
                 ):
                     continue  # "possible early pneumonia" under "no acute disease" or "the
                     # lungs are clear": a hedge only contradicts a denial of that very finding
