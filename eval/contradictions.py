@@ -84,7 +84,8 @@ TERMS: dict[str, tuple[str, str, bool]] = {
     "scarring": (r"scarring", "scarring", True),
 }
 _TERM_RE = {
-    concept: re.compile(rf"(?<![\w-])(?:{rx})(?![\w-])", re.I) for concept, (rx, _, _) in TERMS.items()
+    concept: re.compile(rf"(?<![\w-])(?:{rx})(?![\w-])", re.I)
+    for concept, (rx, _, _) in TERMS.items()
 }
 MESH_CONCEPTS: dict[str, str] = {
     "pleural effusion": "effusion",
@@ -108,6 +109,8 @@ MESH_CONCEPTS: dict[str, str] = {
     "infiltrate": "infiltrate",
     "cicatrix": "scarring",
 }
+ACUTE = frozenset({"effusion", "pneumothorax", "consolidation", "pneumonia", "edema"})
+"""Findings that an impression of "no acute disease" denies."""
 _SIDE_RE = re.compile(r"(?<![\w-])(left|right)(?![\w-])", re.I)
 _BILATERAL_RE = re.compile(r"(?<![\w])(?:bilateral\w*|both|bibas\w*|biapical)(?![\w])", re.I)
 # grade class: 0 trace, 1 mild/small, 2 moderate, 3 large/severe
@@ -130,7 +133,12 @@ GRADES: dict[str, int] = {
     "extensive": 3,
 }
 _GRADE_RE = re.compile(r"(?<![\w-])(" + "|".join(GRADES) + r")(?![\w-])", re.I)
-_DISTANT = {0: ("large", "moderate"), 1: ("large", "severe"), 2: ("trace", "minimal"), 3: ("small", "mild")}
+_DISTANT = {
+    0: ("large", "moderate"),
+    1: ("large", "severe"),
+    2: ("trace", "minimal"),
+    3: ("small", "mild"),
+}
 _MESH_GRADE = {"mild": 1, "small": 1, "minimal": 0, "moderate": 2, "severe": 3, "large": 3}
 
 # -- cue lists (written for this module) ----------------------------------------------------------
@@ -280,7 +288,8 @@ def split_sentences(text: str) -> list[str]:
 
 
 _PRIOR_PSEUDO = re.compile(
-    r"not (?:well )?(?:seen|visualized|identified|present) (?:on|in) (?:the )?(?:prior|previous)\w*", re.I
+    r"not (?:well )?(?:seen|visualized|identified|present) (?:on|in) (?:the )?(?:prior|previous)\w*",
+    re.I,
 )
 
 
@@ -406,7 +415,13 @@ def cases_for(
     out: list[Case] = []
 
     def make(
-        pattern: str, op: str, section: str, new_sents: list[str], modified: str, other: str, f: Fact
+        pattern: str,
+        op: str,
+        section: str,
+        new_sents: list[str],
+        modified: str,
+        other: str,
+        f: Fact,
     ) -> None:
         texts = dict(sections)
         texts[section] = new_sents
@@ -443,7 +458,7 @@ def cases_for(
                     and not any(g.side in (new_side, "bilateral") for g in described)
                     and not any(g.side == new_side for g in same_here)
                 ):
-                    swapped = _SIDE_RE.sub(lambda m: _swap_case(m.group(1), new_side), sent)
+                    swapped = _SIDE_RE.sub(lambda m, s=new_side: _swap_case(m.group(1), s), sent)
                     counterpart = next(sections[other_name][g.sentence] for g in described)
                     new = list(sents)
                     new[f.sentence] = swapped
@@ -489,7 +504,9 @@ def cases_for(
                 new = list(sents)
                 new[f.sentence] = para
                 make("negation_to_absent", "denial_paraphrase", name, new, para, counterpart, f)
-                inplace = re.sub(r"^(There (?:is|are)) (?:an? )?", r"\1 no ", sent, count=1, flags=re.I)
+                inplace = re.sub(
+                    r"^(There (?:is|are)) (?:an? )?", r"\1 no ", sent, count=1, flags=re.I
+                )
                 if inplace == sent:
                     inplace = "No " + sent[:1].lower() + sent[1:]
                     inplace = re.sub(r"^No (?:an?|the) ", "No ", inplace)
@@ -504,12 +521,23 @@ def cases_for(
                 and not _QUALIFIED_DENIAL.search(sections[other_name][g.sentence][: g.term_start])
             ]
             flat_here = f.status == "denied" and not _QUALIFIED_DENIAL.search(sent[: f.term_start])
-            if flat_here and flat_there and not any(g.status != "denied" for g in same_here + there):
-                counterpart = sections[other_name][flat_there[0].sentence]
+            normal_there = (
+                [s for s in sections[other_name] if _NORMAL_IMPRESSION.match(s.strip())]
+                if f.concept in ACUTE and other_name == "impression"
+                else []
+            )
+            if (
+                flat_here
+                and (flat_there or normal_there)
+                and not any(g.status != "denied" for g in same_here + there)
+            ):
+                counterpart = (
+                    sections[other_name][flat_there[0].sentence] if flat_there else normal_there[0]
+                )
                 dropped = re.sub(
                     r"^(?:there (?:is|are) )?no (?:evidence of )?", "", sent, count=1, flags=re.I
                 )
-                if dropped != sent and not re.search(r"(?<![\w])(?:or|nor)(?![\w])", dropped):
+                if dropped != sent:
                     dropped = _cap(dropped)
                     new = list(sents)
                     new[f.sentence] = dropped
@@ -523,7 +551,7 @@ def cases_for(
                 new[f.sentence] = hedge
                 make("denial_vs_hedge", "hedge_paraphrase", name, new, hedge, counterpart, f)
         # insert: a finding the other section flatly denies, this section never mentions
-        denied_there = {}
+        denied_there: dict[str, str] = {}
         for g in facts[other_name]:
             other_sent = sections[other_name][g.sentence]
             if g.status == "denied" and not _QUALIFIED_DENIAL.search(other_sent[: g.term_start]):
@@ -557,8 +585,12 @@ def cases_for(
             continue
         if len(sections["findings"]) < 2:
             break
-        there = [g for g in facts["impression"] if g.concept == f.concept and g.status == "asserted"]
-        others = [g for g in facts["findings"] if g.concept == f.concept and g.sentence != f.sentence]
+        there = [
+            g for g in facts["impression"] if g.concept == f.concept and g.status == "asserted"
+        ]
+        others = [
+            g for g in facts["findings"] if g.concept == f.concept and g.sentence != f.sentence
+        ]
         if there and not others:
             new = [s for k, s in enumerate(sections["findings"]) if k != f.sentence]
             counterpart = sections["impression"][there[0].sentence]

@@ -98,7 +98,11 @@ def _mimic_tail(f: str, i: str, ind: str | None, comp: str | None) -> Rendered:
 
 def _wrapped_lines(f: str, i: str, ind: str | None, comp: str | None) -> Rendered:
     return Rendered(
-        text="FINDINGS:\n" + _wrap(_redact(f), 48) + "\n\nIMPRESSION:\n" + _wrap(_redact(i), 48) + "\n"
+        text="FINDINGS:\n"
+        + _wrap(_redact(f), 48)
+        + "\n\nIMPRESSION:\n"
+        + _wrap(_redact(i), 48)
+        + "\n"
     )
 
 

@@ -191,7 +191,11 @@ def run_yardstick(
                 clean[layout]["flagged"] += 1
                 if len(false_flags) < examples:
                     false_flags.append(
-                        {"id": record.id, "layout": layout, "flags": [f.message for f in result.flags]}
+                        {
+                            "id": record.id,
+                            "layout": layout,
+                            "flags": [f.message for f in result.flags],
+                        }
                     )
         rng = random.Random(f"{seed}:{record.id}")
         cases = cases_for(record.id, record.findings, record.impression, record.tags, rng)

@@ -245,6 +245,8 @@ class TextRules:
         flags.extend(self._asserted_denial_lists(items))
         flags.extend(self._significant_not_in_impression(items))
         flags.extend(self._laterality(items))
+        flags.extend(self._dominant_side(items))
+        flags.extend(self._resolved_side(items))
         flags.extend(self._severity(items))
         flags.extend(self._location(items))
         flags.extend(self._interval_conflicts(items))
@@ -268,6 +270,8 @@ class TextRules:
             return True
         narrow = n.concept == p.concept and not self._kb[p.concept].broad
         weak = _WEAK_DENIAL if narrow else _WEAK_DENIAL | _WEAK_BROAD_DENIAL
+        if self._kb[p.concept].acute:
+            weak = weak - {"acute"}  # "no acute pneumothorax": a pneumothorax is always acute
         if (n.qualifiers & weak) - p.qualifiers:
             return True
         if n.grades and max(n.grades) == 3 and not (n.grades & p.grades):
@@ -359,11 +363,9 @@ class TextRules:
                 if partners > MAX_PARTNERS:
                     break
                 generic = n.mention.concept != p.mention.concept
-                if hedged and n.mention.concept != p.mention.concept and (
-                    n.mention.normal_phrase or kb[n.mention.concept].category is Category.GENERIC
-                ):
-                    continue  # "possible early pneumonia" under "no acute disease" or "the
-                    # lungs are clear": a hedge only contradicts a denial of that very finding
+                if hedged and n.mention.concept != p.mention.concept and n.mention.normal_phrase:
+                    continue  # "possible early pneumonia" next to "the lungs are clear": a
+                    # blanket normal phrase is not set against a hedge
                 for_p = asserted.count(
                     p.mention.concept,
                     _side_accept(side),
@@ -614,6 +616,64 @@ class TextRules:
                 item=target,
                 other=other,
             )
+
+    def _side_flag(self, target: Item, other: Item, t_side: Side, o_side: Side, what: str) -> Flag:
+        kb = self._kb
+        return make_flag(
+            subtype=ErrorSubtype.LATERALITY,
+            rule_id=f"text.laterality.{what}",
+            rule_version=TEXT_RULESET_VERSION,
+            message=(
+                f"{target.where().capitalize()} "
+                + ("says the worse side of" if what == "dominant_side" else "puts")
+                + f" {kb[target.mention.concept].name} "
+                + ("is the" if what == "dominant_side" else "on the")
+                + f" {t_side.value} ('{target.sentence.text}'), but {other.where()} says "
+                f"{o_side.value} ('{other.sentence.text}')."
+            ),
+            confidence=0.75,
+            item=target,
+            other=other,
+        )
+
+    def _dominant_side(self, items: list[Item]) -> Iterator[Flag]:
+        """Relational sides: "left larger than right" against "right greater than left"."""
+        for a, b in self._pairs(
+            items,
+            True,
+            lambda i: i.mention.dominant,
+            lambda x, y: x is not None and y is not None and x is not y,
+        ):
+            da, db = a.mention.dominant, b.mention.dominant
+            if da is None or db is None or da is db:
+                continue
+            yield self._side_flag(a, b, da, db, "dominant_side")
+
+    def _resolved_side(self, items: list[Item]) -> Iterator[Flag]:
+        """Resolved findings keep their side: "the left pneumothorax has resolved" against
+        "resolution of the right pneumothorax"."""
+        resolved = [
+            i
+            for i in items
+            if i.mention.interval == "resolved" and i.mention.laterality in (Side.LEFT, Side.RIGHT)
+        ]
+        buckets: dict[tuple[str, Side | None], list[Item]] = {}
+        for b in resolved:
+            if b.section is SectionName.IMPRESSION:
+                buckets.setdefault(
+                    (self._group(b.mention.concept), b.mention.laterality), []
+                ).append(b)
+        for a in resolved:
+            if a.section is not SectionName.FINDINGS:
+                continue
+            sa = a.mention.laterality
+            sb = Side.RIGHT if sa is Side.LEFT else Side.LEFT
+            same = buckets.get((self._group(a.mention.concept), sa), [])
+            for b in buckets.get((self._group(a.mention.concept), sb), [])[:MAX_PARTNERS]:
+                if same:
+                    break  # both sides resolved in the impression: two findings
+                assert sa is not None
+                yield self._side_flag(a, b, sa, sb, "resolved_side")
 
     def _severity(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb

@@ -23,7 +23,15 @@ WEAK_HEDGE = re.compile(r"exclu|rule out|ruled out|r/o|versus|vs|differential|ei
 infiltrate"): not an assertion to set
 against a denial (see docs/eval.md, hedge policy)."""
 
-__all__ = ["MAX_BACKWARD_SCOPE", "WEAK_HEDGE", "Cue", "CueCategory", "Direction", "find_cues", "find_terminators"]
+__all__ = [
+    "MAX_BACKWARD_SCOPE",
+    "WEAK_HEDGE",
+    "Cue",
+    "CueCategory",
+    "Direction",
+    "find_cues",
+    "find_terminators",
+]
 
 
 class CueCategory(StrEnum):

@@ -76,6 +76,14 @@ _MEASURE_RE = re.compile(
     r"(?P<u>mm|cm|m|millimet(?:er|re)s?|centimet(?:er|re)s?|met(?:er|re)s?|inch(?:es)?|in)(?![\w])",
     re.I,
 )
+_DOMINANT_RE = re.compile(
+    r"(?<![\w])(?:(?P<a>left|right)(?:-sided)? (?:(?:is |are )?(?:slightly |much |somewhat )?"
+    r"(?:larger|greater|more|worse|bigger|denser|more pronounced|more prominent)) than "
+    r"(?:the )?(?:left|right)|(?:larger|greater|worse|more pronounced|more prominent|"
+    r"predominantly|predominant) (?:on the |at the )?(?P<b>left|right)|"
+    r"(?P<c>left|right) (?:greater|more|larger|worse) (?:than|>) (?:left|right))(?![\w])",
+    re.I,
+)
 _OTHERWISE_RE = re.compile(r"(?<![\w])(?:otherwise|remainder|rest of|elsewhere|remaining)(?![\w])")
 _COORDINATION = frozenset({"and", "or"})
 _UNIT_NORMAL = {"millimeter": "mm", "millimetre": "mm", "centimeter": "cm", "centimetre": "cm"}
@@ -286,8 +294,14 @@ class MentionExtractor:
             seen_intervals.add(interval)
         if len(seen_intervals - {"persistent"}) > 1:
             interval = None  # "developing or resolving pneumonia": no single interval stated
-        if "resolved" in cues or any(c.startswith(("has resolved", "have resolved")) for c in cues):
+        if any("resol" in c or "cleared" in c for c in cues):
             interval = "resolved"
+        dominant = None
+        if side is Side.BILATERAL:
+            dm = _DOMINANT_RE.search(sentence, start, min(len(sentence), end + 60))
+            if dm:
+                word = (dm.group("a") or dm.group("b") or dm.group("c") or "").lower()
+                dominant = Side.LEFT if word == "left" else Side.RIGHT
         measurement = None
         mm = _MEASURE_RE.search(clause)
         if mm:
@@ -313,4 +327,5 @@ class MentionExtractor:
             qualifiers=frozenset(qualifiers),
             cues=cues,
             hedge=hedge,
+            dominant=dominant if entry.sided else None,
         )

@@ -84,8 +84,44 @@ _BOUNDARY = re.compile(
 # per line ("Cardiomegaly" / "No effusion") next to wrapped prose.
 _LINE_SENTENCE = re.compile(r"(?<=[^\s.,;:!?(\-/])[ \t]*\n[ \t]*(?=[A-Z][a-z])")
 _CONTINUATION = frozenset(
-    "a an the of and or with without to in on at by for from than as is are was were be "
-    "no not nor but which that left right mild moderate small large severe dr".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "and",
+        "or",
+        "with",
+        "without",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "from",
+        "than",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "no",
+        "not",
+        "nor",
+        "but",
+        "which",
+        "that",
+        "left",
+        "right",
+        "mild",
+        "moderate",
+        "small",
+        "large",
+        "severe",
+        "dr",
+    ]
 )
 _LIST_MARKER = re.compile(r"(?:\(?\d{1,2}[.)]|[-*\u2022])\s+")
 
