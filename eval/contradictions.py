@@ -368,6 +368,11 @@ def _swap_case(src: str, word: str) -> str:
     return word.upper() if src.isupper() else (_cap(word) if src[:1].isupper() else word)
 
 
+def _swap_sides(sentence: str, side: str) -> str:
+    """Every left/right word of the sentence set to ``side`` (case kept)."""
+    return _SIDE_RE.sub(lambda m: _swap_case(m.group(1), side), sentence)
+
+
 def _join(sentences: Sequence[str]) -> str:
     return " ".join(s if s.rstrip().endswith((".", "!", "?")) else s + "." for s in sentences)
 
@@ -458,7 +463,7 @@ def cases_for(
                     and not any(g.side in (new_side, "bilateral") for g in described)
                     and not any(g.side == new_side for g in same_here)
                 ):
-                    swapped = _SIDE_RE.sub(lambda m, s=new_side: _swap_case(m.group(1), s), sent)
+                    swapped = _swap_sides(sent, new_side)
                     counterpart = next(sections[other_name][g.sentence] for g in described)
                     new = list(sents)
                     new[f.sentence] = swapped
