@@ -265,3 +265,56 @@ def test_wrapped_lines_are_not_cut(checker: Checker) -> None:
 def test_no_false_flags(checker: Checker, findings: str, impression: str) -> None:
     verdict, rules = _check(checker, findings, impression)
     assert verdict == "N", rules
+
+
+# issue 12.4: suggested corrections, both readings, never applied ---------------------------------
+@pytest.mark.parametrize(
+    ("findings", "impression", "first", "second"),
+    [
+        (
+            "Small left pleural effusion.",
+            "Small right pleural effusion.",
+            "Small right pleural effusion.",
+            "Small left pleural effusion.",
+        ),
+        (
+            "Severe cardiomegaly.",
+            "Mild cardiomegaly.",
+            "Mild cardiomegaly.",
+            "Severe cardiomegaly.",
+        ),
+        (
+            "Bilateral effusions, left larger than right.",
+            "Bilateral effusions, right greater than left.",
+            "Bilateral effusions, right larger than left.",
+            "Bilateral effusions, left greater than right.",
+        ),
+    ],
+)
+def test_suggestions_offer_both_readings(
+    checker: Checker, findings: str, impression: str, first: str, second: str
+) -> None:
+    parsed = ParsedReport.from_sections(findings=findings, impression=impression)
+    result = checker.check(parsed)
+    flag = result.flags[0]
+    suggestions = flag.suggestions
+    assert [s["section"] for s in suggestions] == ["findings", "impression"]
+    assert suggestions[0]["suggested"] == first
+    assert suggestions[1]["suggested"] == second
+    assert all(s["applied"] is False for s in suggestions)
+    assert flag.to_dict()["suggestions"] == suggestions
+    # never applied: the parsed report is unchanged
+    assert parsed.text_of("findings") == findings
+
+
+def test_presence_suggestion_names_both_sentences(checker: Checker) -> None:
+    result = checker.check(
+        ParsedReport.from_sections(
+            findings="No pneumothorax.", impression="Small right pneumothorax."
+        )
+    )
+    changes = [s["change"] for s in result.flags[0].suggestions]
+    assert changes == [
+        "presence: state it present (as impression sentence 1)",
+        "presence: state it absent (as findings sentence 1)",
+    ]
