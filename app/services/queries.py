@@ -112,8 +112,8 @@ def get_study(session: Session, study_uid: str) -> Study:
 
     The caller audits the read (``ReadAuditBuffer``).
     """
-    # Three queries whatever the study's size: study + series + instances (joined), report
-    # versions, checks + flags + reviews (joined).
+    # Four queries whatever the study's size: study + series + instances (joined), report
+    # versions, checks + flags + reviews (joined), groundings.
     study = (
         session.scalars(
             select(Study)
@@ -122,6 +122,7 @@ def get_study(session: Session, study_uid: str) -> Study:
                 joinedload(Study.series).joinedload(Series.instances),
                 selectinload(Study.reports),
                 selectinload(Study.jobs).joinedload(CheckJob.flags).joinedload(Flag.reviews),
+                selectinload(Study.jobs).selectinload(CheckJob.groundings),
             )
         )
         .unique()
