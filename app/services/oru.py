@@ -53,8 +53,7 @@ SECTION_CODES = {
     "18785-6": "INDICATION",  # Radiology Reason for study
     "18834-2": "COMPARISON",  # Radiology Comparison study
     "55111-9": "TECHNIQUE",  # Current imaging procedure descriptions
-    "GDT": "FINDINGS",  # GE/IDX "&GDT" (report body) when it is labelled as findings
-    "IMP": "IMPRESSION",
+    "IMP": "IMPRESSION",  # GE/IDX "&IMP"; their "&GDT" is the whole report, headings in the text
     "FINDINGS": "FINDINGS",
     "IMPRESSION": "IMPRESSION",
     "INDICATION": "INDICATION",
@@ -64,6 +63,11 @@ SECTION_CODES = {
 }
 # Formatting escapes rendered as plain text (python-hl7 maps these to "\r" or "_" by default).
 _TEXT_ESCAPES = {".br": "\n", ".sp": "\n", ".ce": "\n", "H": "", "N": "", ".fi": "", ".nf": ""}
+
+
+_KNOWN_ESCAPE = re.compile(
+    r"^(?:[FSTREHN]|\.(?:br|ce|fi|nf)|\.(?:sp|sk)\d*|\.(?:in|ti)[+-]?\d*|X(?:[0-9A-Fa-f]{2})+)$"
+)
 
 
 class AckCode(StrEnum):
@@ -202,6 +206,14 @@ def parse_header(text: str) -> MessageHeader:
 
 
 def _unescape(message: Any, raw: str) -> str:
+    """HL7 escapes undone. Sequences python-hl7 cannot map (unknown, empty, or character-set
+    switches) are dropped first: the library would log the whole field, i.e. the report text."""
+    esc = re.escape(message.esc)
+    raw = re.sub(
+        rf"{esc}([^{esc}\r]*){esc}",
+        lambda m: m.group(0) if _KNOWN_ESCAPE.match(m.group(1)) else "",
+        raw,
+    )
     return str(message.unescape(raw, app_map=_TEXT_ESCAPES))
 
 

@@ -190,15 +190,22 @@ def _store(
         state=Hl7MessageState.WAITING,
         received_at=db_now(session),
     )
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:  # the same message, stored a moment ago by another connection
-        existing = session.scalar(select(Hl7Message).where(same))
-        if existing is None:
-            raise
-        return _duplicate(existing, header)
+    if session.get_bind().dialect.name == "postgresql":
+        try:
+            with session.begin_nested():
+                session.add(row)
+                session.flush()
+        except IntegrityError:  # the same message, stored a moment ago by another connection
+            existing = session.scalar(select(Hl7Message).where(same))
+            if existing is None:
+                raise
+            return _duplicate(existing, header)
+    else:
+        # SQLite serialises writers; a concurrent duplicate fails this transaction with an
+        # IntegrityError and Database.run repeats it, finding the stored row. (No savepoint: under
+        # pysqlite a SAVEPOINT before the first write would be the outermost transaction.)
+        session.add(row)
+        session.flush()
     actor = _actor(header, source)
     study = _find_study(session, report.study_instance_uid, report.accession_number)
     if study is None:
@@ -387,28 +394,24 @@ def match_waiting_reports(session: Session, *, max_attempts: int, limit: int = 2
         study = session.get(Study, study_ids[0])
         assert study is not None
         try:
-            with session.begin_nested():
-                _attach(
-                    session,
-                    row,
-                    study,
-                    text=row.report_text or "",
-                    patient_ids=list(row.patient_ids or []),
-                    actor=actor,
-                    max_attempts=max_attempts,
-                    request=False,
-                )
+            _check_patient(study, list(row.patient_ids or []))
         except Hl7RejectError as exc:
-            session.refresh(row)
             row.state = Hl7MessageState.MISMATCH
             row.detail = str(exc)
             logger.warning(
-                "hl7 message %s: not attached to study id=%s (%s)",
-                row.id,
-                study.id,
-                type(exc).__name__,
+                "hl7 message %s: not attached to study id=%s (patient)", row.id, study.id
             )
             continue
+        _attach(
+            session,
+            row,
+            study,
+            text=row.report_text or "",
+            patient_ids=list(row.patient_ids or []),
+            actor=actor,
+            max_attempts=max_attempts,
+            request=False,
+        )
         matched += 1
         logger.info("hl7 message %s: matched to study id=%s", row.id, study.id)
         if row.result_status != "X" and row.state == Hl7MessageState.MATCHED:
