@@ -29,7 +29,7 @@ def split_messages(data: bytes) -> list[bytes]:
     """The messages in an export file: MLLP frames, or plain text with one MSH per message (CR, LF
     or CRLF segment ends; FHS/BHS batch envelopes are dropped)."""
     if b"\x0b" in data:
-        return [m.strip(b"\r\n") for m in _FRAME.findall(data) if m.strip()]
+        return [m.strip(b"\r\n") + b"\r" for m in _FRAME.findall(data) if m.strip()]
     text = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
     segments = [s for s in text.split(b"\r") if s.strip() and s[:3] not in _BATCH_SEGMENTS]
     messages: list[list[bytes]] = []
