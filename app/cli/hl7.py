@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -65,7 +67,7 @@ def listen(
     from app.db.migrate import SchemaOutdatedError, ensure_current
     from app.db.session import Database
     from app.hl7 import Hl7Listener, ListenerConfig
-    from app.services.report_intake import IntakeConfig, receive_message
+    from app.services.report_intake import IntakeConfig, IntakeResult, receive_message
 
     settings = settings_or_exit()
     conf = settings.hl7
@@ -79,8 +81,16 @@ def listen(
         max_attempts=settings.worker.max_attempts,
         application=conf.application,
     )
+    # SQLite has one writer at a time: concurrent connections would only contend for its lock
+    # (and could exhaust the retries, answering AE), so this process stores one message at a time.
+    write_lock = threading.Lock() if db.dialect == "sqlite" else contextlib.nullcontext()
+
+    def receive(data: bytes) -> IntakeResult:
+        with write_lock:
+            return receive_message(db, data, config=intake, source="mllp")
+
     listener = Hl7Listener(
-        lambda data: receive_message(db, data, config=intake, source="mllp"),
+        receive,
         ListenerConfig(
             host=host or conf.host,
             port=conf.port if port is None else port,

@@ -299,11 +299,11 @@ def _attach(
 ) -> tuple[Report | None, int | None]:
     """Store the message as the study's next report version (and request its check)."""
     _check_patient(study, patient_ids)
-    row.study_id = study.id
-    row.matched_at = db_now(session)
-    row.patient_ids = None
-    row.report_text = None
     if row.result_status == "X" and not text:
+        row.study_id = study.id
+        row.matched_at = db_now(session)
+        row.patient_ids = None
+        row.report_text = None
         row.state = Hl7MessageState.CANCELLED
         row.detail = "Cancelled (X): no report text, nothing to check."
         audit.record(
@@ -315,6 +315,8 @@ def _attach(
             object_id=row.id,
         )
         return None, None
+    # submit_report locks the study row first (PostgreSQL); only then does this row point at the
+    # study (its foreign key takes a share lock that would deadlock against that lock).
     report = submit_report(
         session,
         study_uid=study.study_instance_uid,
@@ -323,6 +325,10 @@ def _attach(
         ),
         actor=actor,
     )
+    row.study_id = study.id
+    row.matched_at = db_now(session)
+    row.patient_ids = None
+    row.report_text = None
     row.state = Hl7MessageState.MATCHED
     row.report_id = report.id
     row.detail = None
