@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -67,7 +65,7 @@ def listen(
     from app.db.migrate import SchemaOutdatedError, ensure_current
     from app.db.session import Database
     from app.hl7 import Hl7Listener, ListenerConfig
-    from app.services.report_intake import IntakeConfig, IntakeResult, receive_message
+    from app.services.report_intake import Intake, IntakeConfig
 
     settings = settings_or_exit()
     conf = settings.hl7
@@ -81,16 +79,8 @@ def listen(
         max_attempts=settings.worker.max_attempts,
         application=conf.application,
     )
-    # SQLite has one writer at a time: concurrent connections would only contend for its lock
-    # (and could exhaust the retries, answering AE), so this process stores one message at a time.
-    write_lock = threading.Lock() if db.dialect == "sqlite" else contextlib.nullcontext()
-
-    def receive(data: bytes) -> IntakeResult:
-        with write_lock:
-            return receive_message(db, data, config=intake, source="mllp")
-
     listener = Hl7Listener(
-        receive,
+        Intake(db, intake, source="mllp"),
         ListenerConfig(
             host=host or conf.host,
             port=conf.port if port is None else port,
@@ -131,7 +121,7 @@ def import_files(
     from app.cli.main import fail, settings_or_exit
     from app.db.migrate import SchemaOutdatedError, ensure_current
     from app.db.session import Database
-    from app.services.report_intake import IntakeConfig, receive_message
+    from app.services.report_intake import Intake, IntakeConfig
 
     settings = settings_or_exit()
     missing = [str(p) for p in paths if not p.exists()]
@@ -142,10 +132,14 @@ def import_files(
         ensure_current(db.engine, db.url)
     except SchemaOutdatedError as exc:
         fail(str(exc))
-    intake = IntakeConfig(
-        accession_field=settings.hl7.accession_field,
-        max_attempts=settings.worker.max_attempts,
-        application=settings.hl7.application,
+    receive = Intake(
+        db,
+        IntakeConfig(
+            accession_field=settings.hl7.accession_field,
+            max_attempts=settings.worker.max_attempts,
+            application=settings.hl7.application,
+        ),
+        source="file",
     )
     failed = 0
     try:
@@ -156,7 +150,7 @@ def import_files(
                 typer.echo(json.dumps({"file": str(path), "ack": None, "outcome": "no messages"}))
                 continue
             for index, data in enumerate(messages, start=1):
-                result = receive_message(db, data, config=intake, source="file")
+                result = receive(data)
                 failed += result.code.value != "AA"
                 typer.echo(
                     json.dumps(

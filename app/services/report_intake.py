@@ -17,6 +17,7 @@ they are never logged, and a waiting message's copy is cleared once it is matche
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ from app.services.oru import (
 from app.services.reports import ReportSubmission, submit_report, validate_submission
 
 __all__ = [
+    "Intake",
     "IntakeConfig",
     "IntakeResult",
     "match_waiting_reports",
@@ -134,6 +136,27 @@ def receive_message(
             header,
             207,
         )
+
+
+class Intake:
+    """``receive_message`` bound to a database, a configuration and a source (``mllp``, ``file``).
+
+    SQLite has one writer at a time: concurrent connections would only contend for its lock (and
+    could exhaust ``Database.run``'s retries, answering AE), so on SQLite this process stores one
+    message at a time. PostgreSQL stores them concurrently.
+    """
+
+    def __init__(self, db: Database, config: IntakeConfig, *, source: str) -> None:
+        self.db = db
+        self.config = config
+        self.source = source
+        self._lock: threading.Lock | None = threading.Lock() if db.dialect == "sqlite" else None
+
+    def __call__(self, data: bytes) -> IntakeResult:
+        if self._lock is None:
+            return receive_message(self.db, data, config=self.config, source=self.source)
+        with self._lock:
+            return receive_message(self.db, data, config=self.config, source=self.source)
 
 
 def _find_study(session: Session, study_uid: str | None, accession: str | None) -> Study | None:

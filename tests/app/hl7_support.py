@@ -21,7 +21,7 @@ from app.db.session import Database
 from app.hl7 import Hl7Listener, ListenerConfig
 from app.services.factory import build_pipeline
 from app.services.ingest import ingest_instance
-from app.services.report_intake import IntakeConfig, receive_message
+from app.services.report_intake import Intake, IntakeConfig
 from app.services.storage import ContentStore
 from app.settings import Settings
 from app.worker.runner import Worker
@@ -165,9 +165,7 @@ def running_listener(
     db = Database(settings.database_url)
     intake = IntakeConfig(accession_field=str(overrides.pop("accession_field", "OBR-3")))
     config = ListenerConfig(host="127.0.0.1", port=0, **overrides)  # type: ignore[arg-type]
-    listener = Hl7Listener(
-        lambda data: receive_message(db, data, config=intake, source="mllp"), config
-    )
+    listener = Hl7Listener(Intake(db, intake, source="mllp"), config)
     loop = asyncio.new_event_loop()
     started = threading.Event()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 
 import pytest
 from fastapi.testclient import TestClient
@@ -150,6 +151,32 @@ def test_several_messages_on_one_connection_each_a_version_with_its_status(
         assert {m.state for m in messages} == {"matched"}
     assert [j.report.version for j in jobs_of(db2)] == [1, 2, 3]
     db2.dispose()
+
+
+def test_concurrent_connections_for_one_study_each_store_a_version(settings: Settings) -> None:
+    """Four RIS connections at once, all for the same study: every message AA, no deadlock, no
+    version number twice (PostgreSQL stores them concurrently; SQLite one at a time)."""
+    accession = new_accession()
+    ingest(settings, dicom_bytes(accession)[0])
+    results: dict[str, str] = {}
+
+    def sender(address: tuple[str, int], prefix: str) -> None:
+        client = Client(address)
+        for i in range(5):
+            results[f"{prefix}{i}"] = msa(
+                client.send(oru_v251(control_id=f"{prefix}{i}", accession=accession))
+            )[1]
+        client.close()
+
+    with running_listener(settings) as (address, db):
+        threads = [threading.Thread(target=sender, args=(address, f"T{t}-")) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert len(results) == 20 and set(results.values()) == {"AA"}
+    assert [r.version for r in reports_of(db)] == list(range(1, 21))
+    assert counts(db) == (20, 20, 20)
 
 
 def test_duplicate_control_id_stores_one_version(settings: Settings) -> None:
