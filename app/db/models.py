@@ -298,6 +298,8 @@ class Hl7Message(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sender: Mapped[str] = mapped_column(String(255))
     control_id: Mapped[str] = mapped_column(String(199))
+    # SHA-256 of the segments after MSH: a re-send matches; a reused MSH-10 does not.
+    content_sha256: Mapped[str] = mapped_column(String(64))
     hl7_version: Mapped[str] = mapped_column(String(8))
     source: Mapped[str] = mapped_column(String(16))
     accession_number: Mapped[str | None] = mapped_column(String(64), index=True)

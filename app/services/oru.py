@@ -15,6 +15,7 @@ decides what RadCheck takes from the message:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ class OruReport:
     result_status: str
     text: str  # may be empty for a cancellation (X)
     text_lines: int
+    content_sha256: str  # of the segments after MSH (a re-send with a new MSH-7 still matches)
 
 
 def _charset(data: bytes) -> str:
@@ -299,7 +301,7 @@ def _result_status(obrs: list[Any], obxs: list[Any]) -> str:
         if status in statuses:
             return status
     raise Hl7RejectError(
-        f"Result status {statuses[0]!r} (OBR-25 / OBX-11) is not supported: RadCheck takes "
+        f"Result status {statuses[0][:3]!r} (OBR-25 / OBX-11) is not supported: RadCheck takes "
         "P (preliminary), F (final), C (corrected) and X (cancelled).",
         code=103,
     )
@@ -384,6 +386,7 @@ def parse_oru(text: str, *, accession_field: str = "OBR-3") -> OruReport:
         result_status=status,
         text=text_out,
         text_lines=lines,
+        content_sha256=hashlib.sha256(text.partition("\r")[2].encode()).hexdigest(),
     )
 
 

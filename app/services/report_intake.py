@@ -183,7 +183,14 @@ def _check_patient(study: Study, patient_ids: list[str] | tuple[str, ...]) -> No
         )
 
 
-def _duplicate(row: Hl7Message, header: MessageHeader) -> IntakeResult:
+def _duplicate(row: Hl7Message, report: OruReport) -> IntakeResult:
+    header = report.header
+    if row.content_sha256 != report.content_sha256:
+        raise Hl7RejectError(
+            f"MSH-10 was already used by a different message (stored as message {row.id}): "
+            "give every message its own control ID. This one was not stored.",
+            code=205,
+        )
     logger.info("hl7 message %s control_id=%s: duplicate, kept once", row.id, header.control_id)
     return IntakeResult(
         AckCode.ACCEPT,
@@ -201,10 +208,11 @@ def _store(
     same = and_(Hl7Message.sender == header.sender, Hl7Message.control_id == header.control_id)
     existing = session.scalar(select(Hl7Message).where(same))
     if existing is not None:
-        return _duplicate(existing, header)
+        return _duplicate(existing, report)
     row = Hl7Message(
         sender=header.sender,
         control_id=header.control_id[:199],
+        content_sha256=report.content_sha256,
         hl7_version=header.version,
         source=source,
         accession_number=report.accession_number,
@@ -222,7 +230,7 @@ def _store(
             existing = session.scalar(select(Hl7Message).where(same))
             if existing is None:
                 raise
-            return _duplicate(existing, header)
+            return _duplicate(existing, report)
     else:
         # SQLite serialises writers; a concurrent duplicate fails this transaction with an
         # IntegrityError and Database.run repeats it, finding the stored row. (No savepoint: under

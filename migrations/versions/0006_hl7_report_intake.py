@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("sender", sa.String(length=255), nullable=False),
         sa.Column("control_id", sa.String(length=199), nullable=False),
+        sa.Column("content_sha256", sa.String(length=64), nullable=False),
         sa.Column("hl7_version", sa.String(length=8), nullable=False),
         sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("accession_number", sa.String(length=64), nullable=True),

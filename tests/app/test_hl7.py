@@ -190,8 +190,17 @@ def test_duplicate_control_id_stores_one_version(settings: Settings) -> None:
         other = Client(address)  # a re-send on a new connection, as after a lost ACK
         third = other.send(message)
         other.close()
-    assert [msa(a)[1] for a in (first, second, third)] == ["AA", "AA", "AA"]
+        # A re-send with a new timestamp is still the same message; a reused MSH-10 is not.
+        other = Client(address)
+        resent = other.send(message.replace(b"20261202101500+0100", b"20261202101533+0100"))
+        reused = other.send(message.replace(IMPRESSION_LINE.encode(), b"Something else"))
+        other.close()
+    assert [msa(a)[1] for a in (first, second, third, resent)] == ["AA"] * 4
     assert "Duplicate" in msa(second)[3] and "Duplicate" in msa(third)[3]
+    assert (
+        msa(reused)[1] == "AR"
+        and "MSH-10 was already used by a different message" in msa(reused)[3]
+    )
     assert counts(db) == (1, 1, 1)
 
 
