@@ -1,7 +1,7 @@
 """HL7 report intake: result status per report version, received ORU^R01 messages
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0008
 Create Date: 2026-12-02 17:20:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision: str = "0006"
-down_revision: str | None = "0002"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
