@@ -19,6 +19,7 @@ from app.api.routes import (
     groundings,
     health,
     instances,
+    intake,
     studies,
 )
 from app.db.migrate import ensure_current
@@ -63,6 +64,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
                 lease_s=settings.worker.lease_s,
                 poll_interval_s=settings.worker.poll_interval_s,
                 quiet_period_s=settings.ingest.quiet_period_s,
+                max_attempts=settings.worker.max_attempts,
             )
             worker.heartbeat()
             thread = worker.start_thread()
@@ -134,7 +136,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     }
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
-    for module in (instances, studies, checks, groundings, flags, check_report):
+    for module in (instances, studies, checks, groundings, flags, check_report, intake):
         api.include_router(module.router, responses=errors)
     app.include_router(api)
     return app

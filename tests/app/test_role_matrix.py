@@ -44,6 +44,8 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[Any]] = {
     ("POST", "/api/v1/check-report"): ALL,
     ("GET", "/api/v1/checks/{job_id}/groundings"): ALL,
     ("GET", "/api/v1/checks/{job_id}/groundings/{grounding_id}/heatmap.png"): ALL,
+    ("GET", "/api/v1/intake/reports-waiting"): ALL,
+    ("GET", "/api/v1/intake/studies-waiting"): ALL,
 }
 """(METHOD, path as in the OpenAPI document) -> the roles admitted (admin is always among them)."""
 
