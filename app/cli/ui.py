@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +57,8 @@ def dashboard_command(host: str, port: int) -> list[str]:
         "false",
         "--client.toolbarMode",
         "viewer",
+        "--client.showErrorDetails",
+        "none",
         "--server.fileWatcherType",
         "none",
         "--global.developmentMode",
@@ -62,6 +66,17 @@ def dashboard_command(host: str, port: int) -> list[str]:
     ]
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, however it dies (Linux prctl)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def start_dashboard(host: str, port: int, api_url: str) -> subprocess.Popen[bytes]:
+    """The dashboard as a child process that stops when its parent stops (even on SIGKILL)."""
     env = {**os.environ, "RADCHECK_UI__API_URL": api_url}
-    return subprocess.Popen(dashboard_command(host, port), env=env)
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    return subprocess.Popen(dashboard_command(host, port), env=env, preexec_fn=preexec)

@@ -121,7 +121,7 @@ def highlight_html(text: str, highlights: Iterable[Highlight]) -> str:
         colour = SEVERITY_COLOURS.get(h.severity, "#e5e7eb")
         border = SEVERITY_BORDER.get(h.severity, "#6b7280")
         style = (
-            f"border:2px dashed {border};padding:0 2px;border-radius:3px"
+            f"background:transparent;border:2px dashed {border};padding:0 2px;border-radius:3px"
             if h.counterpart
             else f"background:{colour};border-bottom:3px solid {border};padding:0 2px;border-radius:3px"
         )

@@ -29,7 +29,7 @@ HEADER_KEYS = (
 
 require_login()
 st.title("Check a draft report")
-st.caption(f"Nothing is stored. Flags are {AI_LABEL.lower()}.")
+st.caption("Nothing is stored. Flags are unverified AI output.")
 
 findings = st.text_area("Findings", key="draft_findings", height=150)
 impression = st.text_area("Impression", key="draft_impression", height=90)
@@ -64,7 +64,7 @@ if run or st.session_state.get("draft_result_for") == (findings, impression, stu
         st.stop()
     st.session_state["draft_result_for"] = (findings, impression, study_uid)
     flags = result["flags"]
-    st.warning(f"{AI_LABEL}: {result['notice']}")
+    st.warning(result["notice"])
     if not flags:
         st.success("No flags: the checker found nothing to question (it can miss errors).")
     marks: dict[str, list[Highlight]] = {"findings": [], "impression": []}

@@ -65,7 +65,7 @@ st.caption(
     f"Study date {study['study_date'] or '-'} · {study['study_description'] or ''} · status "
     f"{study['status']} · Study Instance UID {uid}"
 )
-st.warning(f"{AI_LABEL}: {study['notice']}")
+st.warning(study["notice"])
 
 
 def current_review(flag: Flag) -> dict[str, Any] | None:
@@ -268,16 +268,26 @@ with right:
     elif latest["status"] not in ("succeeded",):
         st.info(f"Latest check #{latest['id']} is {latest['status']}. {latest.get('error') or ''}")
     if flags:
-        k1, k2, k3, k4, k5 = st.columns(5)
-        if k1.button("Prev flag (k)", shortcut="k", key="flag_prev"):
+        k1, k2, k3 = st.columns(3)
+        if k1.button("Prev flag (k)", shortcut="k", key="flag_prev", width="stretch"):
             st.session_state["flag_index"] = max(index - 1, 0)
             st.rerun()
-        if k2.button("Next flag (j)", shortcut="j", key="flag_next"):
+        if k2.button("Next flag (j)", shortcut="j", key="flag_next", width="stretch"):
             st.session_state["flag_index"] = min(index + 1, len(flags) - 1)
             st.rerun()
-        accept_key = k3.button("Accept (a)", shortcut="a", type="primary", key="flag_accept")
-        dismiss_key = k4.button("Dismiss (d)", shortcut="d", key="flag_dismiss")
-        if k5.button("Next study (n)", shortcut="n", key="study_next"):
+        next_study = k3.button("Next study (n)", shortcut="n", key="study_next", width="stretch")
+        a1, a2 = st.columns(2)
+        accept_key = a1.button(
+            f"Accept flag #{index + 1} (a)",
+            shortcut="a",
+            type="primary",
+            key="flag_accept",
+            width="stretch",
+        )
+        dismiss_key = a2.button(
+            f"Dismiss flag #{index + 1} (d)", shortcut="d", key="flag_dismiss", width="stretch"
+        )
+        if next_study:
             filters = st.session_state.get("wl_filters", WorklistFilters())
             try:
                 nxt = client.next_study(filters, after=uid)
@@ -326,7 +336,7 @@ with right:
             )
             answer = ev.get("model_answer") or ev.get("generated_sentence")
             if answer:
-                st.markdown(f"Model answer ({AI_LABEL.lower()}): `{str(answer)[:300]}`")
+                st.markdown(f"Model answer (unverified AI output): `{str(answer)[:300]}`")
             if review is None:
                 st.markdown("**Open**: no decision yet")
             else:

@@ -8,14 +8,14 @@ from typing import Any
 import streamlit as st
 
 from app.ui.client import ApiError, WorklistFilters
-from app.ui.common import AI_LABEL, api, require_login, show_error
+from app.ui.common import api, require_login, show_error
 
 PAGE_SIZE = 25
 STUDY_PAGE = "views/study.py"
 
 user = require_login()
 st.title("Worklist")
-st.caption(f"{user['name']} · flags are {AI_LABEL.lower()}: review each one.")
+st.caption(f"{user['name']} · flags are unverified AI output: review each one.")
 
 
 def open_study(uid: str) -> None:
@@ -109,6 +109,11 @@ rows = [
     }
     for i in items
 ]
+top = items[0]
+st.markdown(
+    f"Top of the list: **{top['accession_number'] or top['study_instance_uid']}** · "
+    f"{top['open_flags']} open · {top['top_severity'] or 'no open flags'}"
+)
 pages = max(1, -(-page["total"] // PAGE_SIZE))
 st.caption(
     f"Page {page_no} of {pages} · {page['total']} studies · open flags first, most severe, then oldest"

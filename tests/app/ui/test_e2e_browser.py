@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -49,12 +48,16 @@ def shots(tmp_path: Path) -> Path:
 
 
 def test_radiologist_session_in_chromium(live: Stack, shots: Path) -> None:
+    radiologist_session(live, shots)
+
+
+def radiologist_session(live: Stack, shots: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     outside: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        context = browser.new_context(viewport={"width": 1600, "height": 1700})
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         expect.set_options(timeout=TIMEOUT_MS)
@@ -66,21 +69,29 @@ def test_radiologist_session_in_chromium(live: Stack, shots: Path) -> None:
 
         page.on("request", note)
 
+        def settle() -> None:
+            """Wait until Streamlit has finished the run (no running indicator, no stale elements)."""
+            page.wait_for_function(
+                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+                " && document.querySelectorAll('[data-stale=\"true\"]').length === 0"
+            )
+
         def log_in() -> None:
-            page.get_by_label("Username").fill("jdoe")
-            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_label("Username", exact=True).fill("jdoe")
+            page.get_by_label("Password", exact=True).fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
 
         # Log in; nothing about patients before that.
         page.goto(live.ui_url)
-        expect(page.get_by_label("Username")).to_be_visible()
+        expect(page.get_by_label("Username", exact=True)).to_be_visible()
         assert live.study_uid not in page.content()
         page.screenshot(path=str(shots / "dashboard-login.png"))
         log_in()
 
         # The worklist: the demo study first, with its critical flag.
         expect(page.get_by_role("heading", name="Worklist")).to_be_visible()
-        expect(page.get_by_text("2 open · critical")).to_be_visible()
+        expect(page.get_by_text("Top of the list:")).to_contain_text("2 open · critical")
+        settle()
         page.screenshot(path=str(shots / "dashboard-worklist.png"))
         page.get_by_role("button", name=re.compile(r"Open study")).click()
 
@@ -91,17 +102,28 @@ def test_radiologist_session_in_chromium(live: Stack, shots: Path) -> None:
         expect(page.locator("mark.rc-counterpart").first).to_be_visible()
         expect(page.locator(".js-plotly-plot image").first).to_be_attached()
         expect(page.get_by_text("Unverified AI output").first).to_be_visible()
-        page.screenshot(path=str(shots / "dashboard-study.png"), full_page=True)
+        expect(page.locator(".js-plotly-plot image").first).to_be_visible()
+        expect(page.get_by_role("button", name=re.compile(r"Accept flag #1"))).to_be_visible()
+        settle()
+        expect(page.locator(".js-plotly-plot image").first).to_be_visible()
+        page.screenshot(path=str(shots / "dashboard-study.png"))
 
         # Accept the selected flag with one key.
+        settle()
         page.get_by_role("heading", name="Image").click()  # focus the page, not an input
         page.keyboard.press("a")
         expect(page.get_by_text(re.compile(r"Saved: flag #1 accepted"))).to_be_visible()
 
-        # Dismiss the other one with a reason.
-        page.get_by_text("False positive").first.click()
+        # Dismiss the other one with a reason (and the d key).
+        settle()
+        page.get_by_role("combobox", name="Dismiss reason").click()
         page.get_by_role("option", name="Not clinically relevant").click()
-        page.get_by_role("button", name="Dismiss (d)").click()
+        expect(
+            page.get_by_role("button", name=re.compile(r"Dismiss flag #2")).first
+        ).to_be_visible()
+        settle()
+        page.get_by_role("heading", name="Image").click()
+        page.keyboard.press("d")
         expect(
             page.get_by_text(re.compile(r"dismissed \(Not clinically relevant\)"))
         ).to_be_visible()
@@ -109,14 +131,16 @@ def test_radiologist_session_in_chromium(live: Stack, shots: Path) -> None:
         # Reload: the session is gone from the page, so log in again; back on the same study
         # (deep link), with both decisions persisted by the backend.
         page.reload()
-        expect(page.get_by_label("Username")).to_be_visible()
+        expect(page.get_by_label("Username", exact=True)).to_be_visible()
         log_in()
         expect(page.get_by_role("heading", name="Report, version 2")).to_be_visible()
         expect(page.get_by_text(re.compile(r"Accepted by user:jdoe"))).to_be_visible()
         expect(
             page.get_by_text(re.compile(r"Dismissed · Not clinically relevant by user:jdoe"))
         ).to_be_visible()
-        page.screenshot(path=str(shots / "dashboard-decisions.png"), full_page=True)
+        settle()
+        expect(page.locator(".js-plotly-plot image").first).to_be_visible()
+        page.screenshot(path=str(shots / "dashboard-decisions.png"))
         actions = live.audit("flag.")
         assert ("user:jdoe", "flag.accepted") in actions and (
             "user:jdoe",
@@ -131,14 +155,15 @@ def test_radiologist_session_in_chromium(live: Stack, shots: Path) -> None:
         expect(page.locator("mark.rc-flag.rc-warning")).to_have_text(
             "There is a small right pleural effusion."
         )
-        page.screenshot(path=str(shots / "dashboard-draft.png"), full_page=True)
+        settle()
+        page.screenshot(path=str(shots / "dashboard-draft.png"))
 
         # Log out; a wrong password is refused.
         page.get_by_role("link", name="Log in / out").click()
         page.get_by_role("button", name="Log out").click()
         expect(page.get_by_text("You have logged out.")).to_be_visible()
-        page.get_by_label("Username").fill("jdoe")
-        page.get_by_label("Password").fill("not the password")
+        page.get_by_label("Username", exact=True).fill("jdoe")
+        page.get_by_label("Password", exact=True).fill("not the password")
         page.get_by_role("button", name="Log in").click()
         expect(page.get_by_text(re.compile("Login refused"))).to_be_visible()
         browser.close()
@@ -146,5 +171,3 @@ def test_radiologist_session_in_chromium(live: Stack, shots: Path) -> None:
     assert not outside, (
         f"the dashboard tried to reach other hosts (offline sites break): {sorted(set(outside))}"
     )
-    if shots != Path("docs"):
-        shutil.rmtree(shots, ignore_errors=True)

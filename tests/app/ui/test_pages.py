@@ -3,7 +3,6 @@ on loopback with a temporary SQLite database (see conftest.py): nothing is mocke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,16 +113,16 @@ def test_study_view_highlights_cards_and_saves_decisions(app_env: Stack) -> None
     assert "1841 x 1955 px" in page  # RG1 in original pixels, MONOCHROME1 rendered by the API
     # Dismiss with 'other' but no comment: refused by the API, said so, nothing shown as saved.
     at.selectbox(key="dismiss_reason").set_value("other")
-    button(at, "Dismiss (d)").click()
+    button(at, "Dismiss flag #1 (d)").click()
     at.run()
     assert any("Decision NOT saved" in e.value and "needs a comment" in e.value for e in at.error)
     assert "Saved:" not in texts(at)
     # Accept the selected (first open) flag, then dismiss the other as a false positive.
-    button(at, "Accept (a)").click()
+    button(at, "Accept flag #1 (a)").click()
     at.run()
     assert any("Saved: flag #" in s.value and "accepted" in s.value for s in at.success)
     at.selectbox(key="dismiss_reason").set_value("false_positive")
-    button(at, "Dismiss (d)").click()
+    button(at, "Dismiss flag #2 (d)").click()
     at.run()
     assert any("dismissed (False positive)" in s.value for s in at.success)
     page = texts(at)
