@@ -150,6 +150,163 @@ class ModelSettings(BaseModel):
         return self
 
 
+AE_TITLE_PATTERN = (
+    r"^[!-~](?:[ -~]{0,14}[!-~])?$"  # 1-16 printable ASCII, no leading/trailing space
+)
+
+
+class PacsNode(BaseModel):
+    """One remote DICOM node (a PACS, a VNA, a router): reached by DICOMweb, by DIMSE, or both.
+
+    Used to pull studies in (``POST /api/v1/pacs/retrieve``) and to send results out.
+    """
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="How RadCheck refers to the node, e.g. 'orthanc' (letters, digits, . _ -).",
+    )
+    dicomweb_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="DICOMweb root (QIDO/WADO/STOW), e.g. http://orthanc:8042/dicom-web",
+    )
+    username: str | None = Field(default=None, description="DICOMweb: HTTP basic user")
+    password: SecretStr | None = Field(default=None, description="DICOMweb: HTTP basic password")
+    bearer_token: SecretStr | None = Field(
+        default=None, description="DICOMweb: bearer token (instead of basic auth)"
+    )
+    ae_title: str | None = Field(
+        default=None, pattern=AE_TITLE_PATTERN, description="DIMSE: the node's AE title"
+    )
+    host: str | None = Field(default=None, description="DIMSE: the node's host name or address")
+    port: Annotated[int, Field(gt=0, lt=65536)] | None = Field(
+        default=None, description="DIMSE: the node's port"
+    )
+    retrieve: Literal["auto", "dicomweb", "c-get", "c-move"] = Field(
+        default="auto",
+        description="How studies are pulled: auto = DICOMweb when a URL is set, else C-GET.",
+    )
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+
+    @property
+    def has_dicomweb(self) -> bool:
+        return self.dicomweb_url is not None
+
+    @property
+    def has_dimse(self) -> bool:
+        return self.ae_title is not None and self.host is not None and self.port is not None
+
+    @property
+    def retrieve_method(self) -> Literal["dicomweb", "c-get", "c-move"]:
+        if self.retrieve != "auto":
+            return self.retrieve
+        return "dicomweb" if self.has_dicomweb else "c-get"
+
+    @model_validator(mode="after")
+    def _reachable(self) -> PacsNode:
+        dimse = (self.ae_title, self.host, self.port)
+        if any(v is not None for v in dimse) and not self.has_dimse:
+            raise ValueError(f"PACS node {self.name!r}: DIMSE needs all of ae_title, host and port")
+        if not self.has_dicomweb and not self.has_dimse:
+            raise ValueError(
+                f"PACS node {self.name!r} needs a dicomweb_url, or ae_title + host + port"
+            )
+        if self.retrieve == "dicomweb" and not self.has_dicomweb:
+            raise ValueError(f"PACS node {self.name!r}: retrieve 'dicomweb' needs a dicomweb_url")
+        if self.retrieve in ("c-get", "c-move") and not self.has_dimse:
+            raise ValueError(
+                f"PACS node {self.name!r}: retrieve {self.retrieve!r} needs ae_title, host, port"
+            )
+        if self.username is not None and self.bearer_token is not None:
+            raise ValueError(f"PACS node {self.name!r}: set username/password or bearer_token")
+        return self
+
+
+class PacsSettings(BaseModel):
+    """Remote DICOM nodes, set as JSON in RADCHECK_PACS__NODES, e.g.
+    ``[{"name": "orthanc", "dicomweb_url": "http://orthanc:8042/dicom-web",
+    "ae_title": "ORTHANC", "host": "orthanc", "port": 4242}]``."""
+
+    nodes: list[PacsNode] = Field(default_factory=list, description="The configured PACS nodes")
+    calling_ae_title: str = Field(
+        default="RADCHECK",
+        pattern=AE_TITLE_PATTERN,
+        description="RadCheck's AE title when it calls a node (C-FIND/C-GET/C-MOVE/C-STORE), "
+        "and the C-MOVE destination (the listener's AE title, known to the PACS)",
+    )
+
+    @field_validator("nodes")
+    @classmethod
+    def _unique_names(cls, nodes: list[PacsNode]) -> list[PacsNode]:
+        names = [n.name for n in nodes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"PACS node names must be unique; repeated: {', '.join(duplicates)}")
+        return nodes
+
+    def node(self, name: str) -> PacsNode | None:
+        """The node called ``name``, or None."""
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+class ListenerSettings(BaseModel):
+    """The DICOM C-STORE listener (``radcheck dicom listen``, one process per port)."""
+
+    ae_title: str = Field(
+        default="RADCHECK", pattern=AE_TITLE_PATTERN, description="Called AE title it answers to"
+    )
+    host: str = Field(default="0.0.0.0", description="Bind address")  # noqa: S104 - a DICOM node
+    port: Annotated[int, Field(gt=0, lt=65536)] = 11112
+    allowed_calling_aes: list[Annotated[str, Field(pattern=AE_TITLE_PATTERN)]] = Field(
+        default_factory=list,
+        description="Calling AE titles allowed to send (JSON list); empty refuses everyone",
+    )
+    allowed_peers: list[str] = Field(
+        default_factory=list,
+        description='Optional peer IP addresses or networks (JSON list, e.g. ["10.0.0.0/8"]); '
+        "empty: any address with an allowed AE title",
+    )
+    drain_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, description="On SIGTERM, running associations get this long to finish"
+    )
+    max_associations: Annotated[int, Field(ge=1)] = 10
+    min_free_bytes: Annotated[int, Field(ge=0)] = Field(
+        default=1024**3,
+        description="Below this much free space in the data dir, stores answer 0xA700",
+    )
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _networks(cls, peers: list[str]) -> list[str]:
+        import ipaddress
+
+        for peer in peers:
+            try:
+                ipaddress.ip_network(peer, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{peer!r} is not an IP address or network (e.g. 10.1.2.3 or 10.0.0.0/8)"
+                ) from None
+        return peers
+
+
+class DicomWebSettings(BaseModel):
+    """RadCheck's own DICOMweb service (STOW-RS in; QIDO-RS and WADO-RS out) under /dicomweb."""
+
+    public_base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="How clients reach RadCheck, e.g. https://radcheck.hospital.org: RetrieveURLs "
+        "are built from it (default: from the request)",
+    )
+    max_request_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=4 * 1024**3, description="Largest STOW-RS request body (bytes, counted as streamed)"
+    )
+    max_parts: Annotated[int, Field(gt=0)] = Field(
+        default=10000, description="Most instances in one STOW-RS request"
+    )
+
+
 class ApiSettings(BaseModel):
     """The HTTP server."""
 
@@ -234,6 +391,9 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     auth: AuthSettings = AuthSettings()
     ui: UiSettings = UiSettings()
+    pacs: PacsSettings = PacsSettings()
+    listener: ListenerSettings = ListenerSettings()
+    dicomweb: DicomWebSettings = DicomWebSettings()
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @field_validator("log_level")

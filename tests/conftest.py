@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.orthanc import OrthancServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -70,3 +74,39 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., OrthancServer]]:
+    """Start throw-away Orthanc instances (DICOMweb plugin on) on free loopback ports.
+
+    ``orthanc_factory(aet="PACS", users={"u": "p"}, modalities={"RADCHECK": ("RADCHECK",
+    "127.0.0.1", 11112)}, lua_scripts=[path], stable_age_s=2)`` returns a started
+    :class:`tests.orthanc.OrthancServer`; every instance is killed at teardown. Without Orthanc the
+    test skips, unless RADCHECK_TEST_REQUIRE_ORTHANC=1 (CI sets it), then it fails.
+    """
+    from tests.orthanc import OrthancServer, orthanc_missing
+
+    problem = orthanc_missing()
+    if problem is not None:
+        if os.environ.get("RADCHECK_TEST_REQUIRE_ORTHANC") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    started: list[OrthancServer] = []
+
+    def start(**kwargs: Any) -> OrthancServer:
+        server = OrthancServer(workdir=tmp_path / f"orthanc-{len(started)}", **kwargs)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def orthanc(orthanc_factory: Callable[..., OrthancServer]) -> OrthancServer:
+    """One throw-away Orthanc (AE title ORTHANC, no authentication, DICOMweb at /dicom-web)."""
+    return orthanc_factory()
