@@ -8,6 +8,7 @@ on the next request.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import re
 import secrets
@@ -45,8 +46,13 @@ MIN_PASSWORD = 10
 USER_ROLES = (Role.RADIOLOGIST, Role.ADMIN)
 
 _hasher = PasswordHasher()  # argon2id with the library's current (RFC 9106 low-memory) defaults
-# Verified against when the username is unknown, so a wrong username costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("radcheck-dummy-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown: a wrong username costs as long as a wrong
+    password (no user enumeration by timing)."""
+    return _hasher.hash("radcheck-dummy-password")
 
 
 @dataclass(frozen=True)
@@ -210,7 +216,7 @@ def login(
     refused = "Wrong username or password (or the account is disabled): try again."
     if user is None:
         with contextlib.suppress(VerificationError):
-            _hasher.verify(_DUMMY_HASH, password + "x")
+            _hasher.verify(_dummy_hash(), password + "x")
         audit.record(
             session,
             actor="anonymous",
