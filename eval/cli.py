@@ -225,6 +225,61 @@ def compare(
         typer.echo(f"{key:<55} {row['a']:>9.4f} {row['b']:>9.4f} {row['abs_diff']:>+9.4f} {rel:>9}")
 
 
+class SplitKind(StrEnum):
+    """Yardstick splits: tune on dev; the frozen test split is for reporting only."""
+
+    DEV = "dev"
+    TEST = "test"
+    ALL = "all"
+
+
+@cli.command()
+def yardstick(
+    split: Annotated[SplitKind, typer.Option(help="dev (tune here), test (frozen) or all")] = (
+        SplitKind.DEV
+    ),
+    out: Annotated[Path, typer.Option(help="JSON results")] = Path("results/yardstick.json"),
+    corpus_path: CorpusPathOpt = None,
+    n: NOpt = None,
+    seed: SeedOpt = 0,
+    examples: Annotated[int, typer.Option(help="missed / falsely flagged examples to keep")] = 0,
+    icu_dir: Annotated[
+        Path | None, typer.Option(help="hand-written ICU-style raw reports (.txt)")
+    ] = None,
+) -> None:
+    """The honest yardstick: findings-vs-impression contradictions injected without the
+    checker's parser, in several layouts, per pattern and layout with 95% CIs, and the clean-flag
+    rate (IU and MIMIC-style apart). Injected text stays in memory (never written)."""
+    from eval.corpora import load_corpus
+    from eval.yardstick import ICU_FIXTURES, load_icu_fixtures, run_yardstick
+
+    try:
+        records = load_corpus(CorpusKind.IU, _corpus_path(CorpusKind.IU, corpus_path))
+        result = run_yardstick(
+            records,
+            split=split.value,
+            seed=seed,
+            limit=n,
+            icu=load_icu_fixtures(icu_dir or ICU_FIXTURES),
+            examples=examples,
+        )
+    except EvalError as exc:
+        raise _fail(exc) from exc
+    write_json(out, result)
+    inj = result["injected"]["overall"]
+    clean = result["clean_flagged"]
+    typer.echo(
+        f"{split.value}: {result['reports']} reports; caught {inj['caught']['rate']} "
+        f"{inj['caught']['ci95']}, caught and pointed {inj['caught_and_pointed']['rate']}; "
+        f"clean flagged IU {clean['iu_style']['rate']} MIMIC {clean['mimic_style']['rate']}; "
+        f"{result['seconds']} s; results in {out}"
+    )
+    for name, row in result["injected"]["by_pattern"].items():
+        typer.echo(f"  {name:<22} caught {row['caught']['rate']} {row['caught']['ci95']}")
+    for name, row in result["injected"]["by_layout"].items():
+        typer.echo(f"  {name:<30} caught {row['caught']['rate']} {row['caught']['ci95']}")
+
+
 def main() -> None:
     """Entry point: configure logging, run the Typer app."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -67,8 +67,12 @@ def parse_iu_xml(data: bytes, name: str) -> ReportRecord:
         label = (node.get("Label") or "").upper()
         if label in _IU_FIELDS:
             fields[_IU_FIELDS[label]] = _clean("".join(node.itertext()))
+    tags = tuple(
+        t for node in root.iter("major") if (t := " ".join("".join(node.itertext()).split()))
+    )
     return ReportRecord(
         id=rid,
+        tags=tags,
         findings=fields["findings"],
         impression=fields["impression"],
         indication=fields["indication"],

@@ -29,6 +29,8 @@ class ReportRecord:
     comparison: str | None = None
     text: str | None = None
     header: Mapping[str, Any] | None = None
+    tags: tuple[str, ...] = ()
+    """Hand-coded labels shipped with the corpus (IU: the MeSH ``<major>`` terms)."""
 
 
 def _opt_str(row: Mapping[str, Any], key: str, where: str) -> str | None:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
 MAX_ID = 2**31 - 1  # ids, versions and offsets are 32-bit integers in the database
 
@@ -118,6 +118,17 @@ class ReviewOut(BaseModel):
     created_at: datetime
 
 
+class SuggestionOut(BaseModel):
+    """A suggested correction of one sentence; ``applied`` is always false."""
+
+    section: str
+    sentence_index: int
+    original: str
+    suggested: str | None = Field(description="The rewritten sentence, when one follows")
+    change: str = Field(examples=["side: left -> right (as impression sentence 1)"])
+    applied: Literal[False] = False
+
+
 class FlagOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -136,6 +147,18 @@ class FlagOut(BaseModel):
     confidence: float
     evidence: dict[str, Any]
     reviews: list[ReviewOut] = Field(default_factory=list)
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description=(
+            "Suggested corrections (both readings of a contradiction: change this sentence or "
+            "its counterpart). Unverified AI output, never applied to the report."
+        )
+    )
+    @property
+    def suggestions(self) -> list[SuggestionOut]:
+        raw = self.evidence.get("suggestions", [])
+        return [SuggestionOut.model_validate(s) for s in raw] if isinstance(raw, list) else []
+
     ai_generated: Literal[True] = True
     verification_status: Literal["unverified", "reviewed"] = "unverified"
 

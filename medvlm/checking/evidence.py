@@ -73,6 +73,12 @@ def make_flag(
     if other is not None:
         evidence["contradicts"] = sentence_ref(other.section, other.sentence)
         evidence["contradicting_mention"] = other.mention.to_dict()
+    if item is not None and other is not None and source is FlagSource.TEXT_RULE:
+        from medvlm.checking.suggestions import suggestions_for
+
+        suggestions = suggestions_for(subtype, item, other)
+        if suggestions:
+            evidence["suggestions"] = suggestions
     if extra:
         evidence.update(extra)
     return Flag(

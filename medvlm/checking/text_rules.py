@@ -9,9 +9,12 @@ asserting sentence on a tie inside a section or against a generic denial ("no ac
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any
 
 from medvlm.checking.evidence import Item, make_flag
+from medvlm.checking.tally import MAX_PARTNERS, MAX_SCANNED, Tally
 from medvlm.checking.types import Flag
 from medvlm.prompts.knowledge import Category, KnowledgeBase
 from medvlm.reports import ParsedReport, Presence, SectionName, Side
@@ -26,6 +29,15 @@ _COMPARED = (SectionName.FINDINGS, SectionName.IMPRESSION)
 _WEAK_DENIAL = frozenset(
     [
         "new",
+        "bony",
+        "bone",
+        "osseous",
+        "lytic",
+        "blastic",
+        "destructive",
+        "skin",
+        "cutaneous",
+        "soft tissue",
         "acute",
         "displaced",
         "other",
@@ -121,7 +133,8 @@ _EXCEPTION = re.compile(
 )
 _SEE_ABOVE = re.compile(r"(?<![\w])(?:see|as|described|noted) above(?![\w])", re.I)
 _NOT_NEW = re.compile(
-    r"(?<![\w])(?:calcified|unchanged|stable|chronic|old|previous|prior|again|known|healed)(?![\w])",
+    r"(?<![\w])(?:calcified|unchanged|stable|chronic|old|previous|prior|again|known|healed|"
+    r"scar|scarring|granulomas?|granulomatous|fibrosis|fibrotic)(?![\w])",
     re.I,
 )
 _GENERIC_PARENTS = frozenset({"no_acute_disease", "normal_study"})
@@ -166,6 +179,49 @@ def _redacted_before(item: Item) -> bool:
     return item.sentence.text[max(0, rel - 6) : rel].strip().lower().endswith(("xxxx", "___"))
 
 
+# Policy (issue 12.2.3): a redaction before an asserted term ("XXXX atelectasis") is read as an
+# adjective the de-identification removed (IU redacts words, not negations), so the assertion
+# stands against a flat denial of that finding ("There is no atelectasis"), but not against a
+# blanket normal phrase ("The lungs are clear"). A redaction inside a denial ("no XXXX effusion")
+# still qualifies the denial (see _WEAK_DENIAL): the hidden word may be "large" or "new".
+
+
+def _side_accept(side: Side | None) -> Callable[[Hashable], bool]:
+    """A tally filter: sides compatible with ``side`` (no side is compatible with any)."""
+    return lambda v: side is None or not isinstance(v, Side) or side.compatible(v)
+
+
+def _is(value: object) -> Callable[[Hashable], bool]:
+    return lambda v: v is value
+
+
+def _meets(values: frozenset[Any]) -> Callable[[Hashable], bool]:
+    return lambda v: isinstance(v, frozenset) and bool(v & values)
+
+
+def _is_number(value: float) -> Callable[[Hashable], bool]:
+    return lambda v: v == value
+
+
+def _size_mm(item: Item) -> float | None:
+    m = item.mention.measurement
+    return None if m is None else m.value_mm
+
+
+def _sizes_differ(x: float | None, y: float | None) -> bool:
+    if x is None or y is None:
+        return False
+    big, small = max(x, y), min(x, y)
+    return not (big - small <= 2.0 or big <= small * 1.25)
+
+
+def _hedged(item: Item) -> bool:
+    """Hedged as a diagnosis (probable, likely, suspected, may represent), not merely left open
+    ("cannot be excluded") or asked about ("evaluate for")."""
+    m = item.mention
+    return m.presence is Presence.UNCERTAIN and m.hedge == "possible" and not m.historical
+
+
 def _sides_ok(a: Item, b: Item) -> bool:
     sa, sb = a.mention.laterality, b.mention.laterality
     return sa is None or sb is None or sa.compatible(sb)
@@ -189,6 +245,8 @@ class TextRules:
         flags.extend(self._asserted_denial_lists(items))
         flags.extend(self._significant_not_in_impression(items))
         flags.extend(self._laterality(items))
+        flags.extend(self._dominant_side(items))
+        flags.extend(self._resolved_side(items))
         flags.extend(self._severity(items))
         flags.extend(self._location(items))
         flags.extend(self._interval_conflicts(items))
@@ -200,10 +258,20 @@ class TextRules:
 
     def _weak_denial(self, denial: Item, asserted: Item) -> bool:
         n, p = denial.mention, asserted.mention
-        if "otherwise" in n.qualifiers or _redacted_before(asserted):
+        if "otherwise" in n.qualifiers:
+            return True
+        if n.normal_phrase and (
+            _redacted_before(asserted)
+            or _NOT_NEW.search(asserted.sentence.text)
+            or (p.grades and min(p.grades) == 0)
+        ):
+            # a blanket normal phrase ("the lungs are clear") next to a redacted, chronic or
+            # minimal opacity is how reports describe scars: not a contradiction
             return True
         narrow = n.concept == p.concept and not self._kb[p.concept].broad
         weak = _WEAK_DENIAL if narrow else _WEAK_DENIAL | _WEAK_BROAD_DENIAL
+        if self._kb[p.concept].acute:
+            weak = weak - {"acute"}  # "no acute pneumothorax": a pneumothorax is always acute
         if (n.qualifiers & weak) - p.qualifiers:
             return True
         if n.grades and max(n.grades) == 3 and not (n.grades & p.grades):
@@ -240,28 +308,72 @@ class TextRules:
         ]
         return bool(_WITH.search(between))
 
+    def _denial_key(self, p: Item) -> tuple[object, ...]:
+        """Everything of an asserted mention that :meth:`_denies` reads."""
+        m = p.mention
+        return (m.concept, m.qualifiers, m.grades, m.laterality, m.interval, _redacted_before(p))
+
+    def _denials_of(
+        self,
+        p: Item,
+        denied_by_concept: dict[str, list[tuple[int, Item]]],
+        cache: dict[tuple[object, ...], tuple[list[Item], Counter[int]]],
+    ) -> tuple[list[Item], Counter[int]]:
+        """The denials that deny ``p`` (document order) and their count per sentence, computed
+        once per distinct kind of asserted mention."""
+        key = self._denial_key(p)
+        hit = cache.get(key)
+        if hit is None:
+            found = sorted(
+                (
+                    (k, n)
+                    for concept, group in denied_by_concept.items()
+                    if self._covered(concept, p)
+                    for k, n in group
+                    if not self._weak_denial(n, p)
+                ),
+                key=lambda kn: kn[0],
+            )
+            denials = [n for _, n in found]
+            hit = (denials, Counter(id(n.sentence) for n in denials))
+            cache[key] = hit
+        return hit
+
     def _presence(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
+        denied_by_concept: dict[str, list[tuple[int, Item]]] = {}
+        asserted = Tally()
+        for k, i in enumerate(items):
+            if i.denied:
+                denied_by_concept.setdefault(i.mention.concept, []).append((k, i))
+            elif i.asserted:
+                asserted.add(i.mention.concept, i.mention.laterality, i)
+        cache: dict[tuple[object, ...], tuple[list[Item], Counter[int]]] = {}
         for p in items:
-            if not p.asserted or kb[p.mention.concept].category is Category.GENERIC:
+            hedged = _hedged(p)
+            if not (p.asserted or hedged) or kb[p.mention.concept].category is Category.GENERIC:
                 continue
-            for n in items:
+            denials, per_sentence = self._denials_of(p, denied_by_concept, cache)
+            side = p.mention.laterality
+            partners = 0
+            for n in denials:
                 if n.sentence is p.sentence and not self._same_sentence_ok(n, p):
                     continue
-                if not self._denies(n, p):
-                    continue
+                partners += 1
+                if partners > MAX_PARTNERS:
+                    break
                 generic = n.mention.concept != p.mention.concept
-                others = [
-                    i
-                    for i in items
-                    if i.sentence is not p.sentence and i.sentence is not n.sentence
-                ]
-                for_p = sum(
-                    1
-                    for i in others
-                    if i.asserted and i.mention.concept == p.mention.concept and _sides_ok(i, p)
+                if hedged and n.mention.concept != p.mention.concept and n.mention.normal_phrase:
+                    continue  # "possible early pneumonia" next to "the lungs are clear": a
+                    # blanket normal phrase is not set against a hedge
+                for_p = asserted.count(
+                    p.mention.concept,
+                    _side_accept(side),
+                    (p, n),
                 )
-                for_n = sum(1 for i in others if self._denies(i, p))
+                for_n = len(denials) - per_sentence[id(p.sentence)]
+                if n.sentence is not p.sentence:
+                    for_n -= per_sentence[id(n.sentence)]
                 if generic or for_n > for_p:
                     target, other = p, n
                 elif for_p > for_n:
@@ -271,7 +383,7 @@ class TextRules:
                 else:
                     target, other = p, n
                 name = kb[p.mention.concept].name
-                if generic:
+                if generic and not hedged:
                     # a denial list left without its "no" ("There is pneumothorax or effusion",
                     # "lungs are clear with consolidation") is a negation flip, else an insertion
                     flipped = n.sentence is p.sentence or _reads_like_denial(p)
@@ -292,6 +404,18 @@ class TextRules:
                         f"('{other.sentence.text}')."
                     )
                     confidence = 0.85 if p.section is not n.section else 0.75
+                    if hedged:
+                        # a flat denial against a hedged diagnosis ("no emphysema" vs "probably
+                        # emphysema"): a contradiction, at a lower confidence
+                        rule = "text.presence.denial_vs_hedge"
+                        state = "possibly present" if target is p else "absent"
+                        message = (
+                            f"{target.where().capitalize()} states {name} is {state} "
+                            f"('{target.sentence.text}'), but {other.where()} "
+                            + ("flatly denies it" if target is p else "suggests it")
+                            + f" ('{other.sentence.text}')."
+                        )
+                        confidence = 0.6
                 yield make_flag(
                     subtype=subtype,
                     rule_id=rule,
@@ -366,6 +490,8 @@ class TextRules:
         if not normal or any(_SEE_ABOVE.search(i.sentence.text) for i in impression):
             return
         kb = self._kb
+        impression_groups = {self._group(i.mention.concept) for i in impression}
+        denied: dict[tuple[object, ...], bool] = {}
         for item in items:
             m = item.mention
             if item.section is not SectionName.FINDINGS or not item.asserted:
@@ -374,9 +500,12 @@ class TextRules:
                 continue
             if _NOT_NEW.search(item.sentence.text) or not self._significant(item):
                 continue
-            if any(kb.same_side_group(i.mention.concept, m.concept) for i in impression):
+            if self._group(m.concept) in impression_groups:
                 continue
-            if any(self._denies(n, item) for n in normal):
+            key = self._denial_key(item)
+            if key not in denied:
+                denied[key] = any(self._denies(n, item) for n in normal[:MAX_SCANNED])
+            if denied[key]:
                 continue  # already flagged as a contradiction of the generic denial
             yield make_flag(
                 subtype=ErrorSubtype.INSERT_FINDING,
@@ -394,18 +523,46 @@ class TextRules:
 
     # -- cross-section attribute conflicts ------------------------------------------------------
 
-    def _pairs(self, items: list[Item], same_group: bool) -> Iterator[tuple[Item, Item]]:
+    def _group(self, concept: str) -> str:
+        """The key under which :meth:`KnowledgeBase.same_side_group` holds: a side group or the
+        concept itself."""
+        group = self._kb[concept].side_group
+        return f"group:{group}" if group is not None else f"concept:{concept}"
+
+    def _pairs(
+        self,
+        items: list[Item],
+        same_group: bool,
+        attribute: Callable[[Item], Hashable],
+        conflict: Callable[[Any, Any], bool],
+    ) -> Iterator[tuple[Item, Item]]:
         """FINDINGS x IMPRESSION mentions that are not denied (asserted or hedged: a hedged
-        finding still has a side and a grade that must agree)."""
-        f_items = [i for i in items if i.section is SectionName.FINDINGS and i.described]
-        i_items = [i for i in items if i.section is SectionName.IMPRESSION and i.described]
-        for a in f_items:
-            for b in i_items:
-                if same_group:
-                    if self._kb.same_side_group(a.mention.concept, b.mention.concept):
-                        yield a, b
-                elif a.mention.concept == b.mention.concept:
+        finding still has a side and a grade that must agree), of the same concept (or side
+        group), whose ``attribute`` values ``conflict``. Impression mentions are bucketed by
+        attribute value so that only conflicting candidates are visited; each FINDINGS mention is
+        paired with at most :data:`MAX_PARTNERS` of them (near-linear on pasted-over reports)."""
+
+        def key(item: Item) -> str:
+            c = item.mention.concept
+            return self._group(c) if same_group else c
+
+        buckets: dict[str, dict[Hashable, list[Item]]] = {}
+        for b in items:
+            if b.section is SectionName.IMPRESSION and b.described:
+                buckets.setdefault(key(b), {}).setdefault(attribute(b), []).append(b)
+        for a in items:
+            if a.section is not SectionName.FINDINGS or not a.described:
+                continue
+            va = attribute(a)
+            n = 0
+            for vb, group in buckets.get(key(a), {}).items():
+                if not conflict(va, vb):
+                    continue
+                for b in group[:MAX_PARTNERS]:
                     yield a, b
+                    n += 1
+                if n >= MAX_PARTNERS:
+                    break
 
     def _pick(self, a: Item, b: Item, for_a: int, for_b: int) -> tuple[Item, Item]:
         if for_b > for_a:
@@ -416,7 +573,16 @@ class TextRules:
 
     def _laterality(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
-        for a, b in self._pairs(items, same_group=True):
+        sides = Tally()
+        for i in items:
+            if i.described and i.mention.laterality is not None:
+                sides.add((i.section, self._group(i.mention.concept)), i.mention.laterality, i)
+        for a, b in self._pairs(
+            items,
+            True,
+            lambda i: i.mention.laterality,
+            lambda x, y: x is not None and y is not None and not x.compatible(y),
+        ):
             sa, sb = a.mention.laterality, b.mention.laterality
             if sa is None or sb is None or sa.compatible(sb):
                 continue
@@ -426,21 +592,13 @@ class TextRules:
             ga, gb = a.mention.grades, b.mention.grades
             if ga and gb and not (ga & gb):
                 continue
-            group = [
-                i
-                for i in items
-                if i.sentence is not a.sentence
-                and i.sentence is not b.sentence
-                and i.described
-                and kb.same_side_group(i.mention.concept, a.mention.concept)
-                and i.mention.laterality is not None
-            ]
-            if any(i.section is a.section and i.mention.laterality is sb for i in group) or any(
-                i.section is b.section and i.mention.laterality is sa for i in group
+            g = self._group(a.mention.concept)
+            if sides.count((a.section, g), _is(sb), (a, b)) or sides.count(
+                (b.section, g), _is(sa), (a, b)
             ):
                 continue  # both sides described in one section: likely two findings, not a slip
-            for_a = sum(1 for i in group if i.mention.laterality is sa)
-            for_b = sum(1 for i in group if i.mention.laterality is sb)
+            for_a = sum(sides.count((sec, g), _is(sa), (a, b)) for sec in _COMPARED)
+            for_b = sum(sides.count((sec, g), _is(sb), (a, b)) for sec in _COMPARED)
             target, other = self._pick(a, b, for_a, for_b)
             t_side = target.mention.laterality
             o_side = other.mention.laterality
@@ -459,28 +617,84 @@ class TextRules:
                 other=other,
             )
 
+    def _side_flag(self, target: Item, other: Item, t_side: Side, o_side: Side, what: str) -> Flag:
+        kb = self._kb
+        return make_flag(
+            subtype=ErrorSubtype.LATERALITY,
+            rule_id=f"text.laterality.{what}",
+            rule_version=TEXT_RULESET_VERSION,
+            message=(
+                f"{target.where().capitalize()} "
+                + ("says the worse side of" if what == "dominant_side" else "puts")
+                + f" {kb[target.mention.concept].name} "
+                + ("is the" if what == "dominant_side" else "on the")
+                + f" {t_side.value} ('{target.sentence.text}'), but {other.where()} says "
+                f"{o_side.value} ('{other.sentence.text}')."
+            ),
+            confidence=0.75,
+            item=target,
+            other=other,
+        )
+
+    def _dominant_side(self, items: list[Item]) -> Iterator[Flag]:
+        """Relational sides: "left larger than right" against "right greater than left"."""
+        for a, b in self._pairs(
+            items,
+            True,
+            lambda i: i.mention.dominant,
+            lambda x, y: x is not None and y is not None and x is not y,
+        ):
+            da, db = a.mention.dominant, b.mention.dominant
+            if da is None or db is None or da is db:
+                continue
+            yield self._side_flag(a, b, da, db, "dominant_side")
+
+    def _resolved_side(self, items: list[Item]) -> Iterator[Flag]:
+        """Resolved findings keep their side: "the left pneumothorax has resolved" against
+        "resolution of the right pneumothorax"."""
+        resolved = [
+            i
+            for i in items
+            if i.mention.interval == "resolved" and i.mention.laterality in (Side.LEFT, Side.RIGHT)
+        ]
+        buckets: dict[tuple[str, Side | None], list[Item]] = {}
+        for b in resolved:
+            if b.section is SectionName.IMPRESSION:
+                buckets.setdefault(
+                    (self._group(b.mention.concept), b.mention.laterality), []
+                ).append(b)
+        for a in resolved:
+            if a.section is not SectionName.FINDINGS:
+                continue
+            sa = a.mention.laterality
+            sb = Side.RIGHT if sa is Side.LEFT else Side.LEFT
+            same = buckets.get((self._group(a.mention.concept), sa), [])
+            for b in buckets.get((self._group(a.mention.concept), sb), [])[:MAX_PARTNERS]:
+                if same:
+                    break  # both sides resolved in the impression: two findings
+                assert sa is not None
+                yield self._side_flag(a, b, sa, sb, "resolved_side")
+
     def _severity(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
-        for a, b in self._pairs(items, same_group=False):
+        graded = Tally()
+        for i in items:
+            if i.described and i.mention.grades:
+                graded.add((i.section, i.mention.concept), i.mention.grades, i)
+        for a, b in self._pairs(
+            items, False, lambda i: i.mention.grades, lambda x, y: bool(x and y and not x & y)
+        ):
             ga, gb = a.mention.grades, b.mention.grades
             if not ga or not gb or ga & gb or not _sides_ok(a, b):
                 continue
             za, zb = _zones(a), _zones(b)
             if za and zb and not (za & zb):
                 continue
-            same = [
-                i
-                for i in items
-                if i.sentence is not a.sentence
-                and i.sentence is not b.sentence
-                and i.described
-                and i.mention.concept == a.mention.concept
-                and i.mention.grades
-            ]
-            if any(i.section is a.section and i.mention.grades & gb for i in same):
+            c = a.mention.concept
+            if graded.count((a.section, c), _meets(gb), (a, b)):
                 continue
-            for_a = sum(1 for i in same if i.mention.grades & ga)
-            for_b = sum(1 for i in same if i.mention.grades & gb)
+            for_a = sum(graded.count((sec, c), _meets(ga), (a, b)) for sec in _COMPARED)
+            for_b = sum(graded.count((sec, c), _meets(gb), (a, b)) for sec in _COMPARED)
             target, other = self._pick(a, b, for_a, for_b)
             yield make_flag(
                 subtype=ErrorSubtype.SEVERITY,
@@ -498,28 +712,24 @@ class TextRules:
 
     def _location(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
-        for a, b in self._pairs(items, same_group=True):
+        zoned = Tally()
+        for i in items:
+            if i.described and _zones(i):
+                zoned.add((i.section, self._group(i.mention.concept)), _zones(i), i)
+        for a, b in self._pairs(items, True, _zones, lambda x, y: bool(x and y and not x & y)):
             za, zb = _zones(a), _zones(b)
             if not za or not zb or za & zb:
                 continue
             sa, sb = a.mention.laterality, b.mention.laterality
             if sa is None or sb is None or not sa.compatible(sb) or Side.BILATERAL in (sa, sb):
                 continue  # a location is only comparable when both name the same side
-            group = [
-                i
-                for i in items
-                if i.sentence is not a.sentence
-                and i.sentence is not b.sentence
-                and i.described
-                and kb.same_side_group(i.mention.concept, a.mention.concept)
-                and _zones(i)
-            ]
-            if any(i.section is a.section and _zones(i) & zb for i in group) or any(
-                i.section is b.section and _zones(i) & za for i in group
+            g = self._group(a.mention.concept)
+            if zoned.count((a.section, g), _meets(zb), (a, b)) or zoned.count(
+                (b.section, g), _meets(za), (a, b)
             ):
                 continue
-            for_a = sum(1 for i in group if _zones(i) & za)
-            for_b = sum(1 for i in group if _zones(i) & zb)
+            for_a = sum(zoned.count((sec, g), _meets(za), (a, b)) for sec in _COMPARED)
+            for_b = sum(zoned.count((sec, g), _meets(zb), (a, b)) for sec in _COMPARED)
             target, other = self._pick(a, b, for_a, for_b)
             yield make_flag(
                 subtype=ErrorSubtype.LOCATION,
@@ -538,7 +748,12 @@ class TextRules:
 
     def _interval_conflicts(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb
-        for a, b in self._pairs(items, same_group=False):
+        for a, b in self._pairs(
+            items,
+            False,
+            lambda i: i.mention.interval,
+            lambda x, y: frozenset({x, y}) in _CONFLICTING_INTERVALS,
+        ):
             ia, ib = a.mention.interval, b.mention.interval
             if ia is None or ib is None or frozenset({ia, ib}) not in _CONFLICTING_INTERVALS:
                 continue
@@ -619,18 +834,17 @@ class TextRules:
                         extra={"measurement": meas.text},
                     )
                 )
-        for a, b in self._pairs(items, same_group=False):
+        sizes = Tally()
+        for i in items:
+            if i.mention.measurement is not None and i.mention.measurement.value_mm is not None:
+                sizes.add((i.section, i.mention.concept), i.mention.measurement.value_mm, i)
+        for a, b in self._pairs(items, False, _size_mm, _sizes_differ):
             ma, mb = a.mention.measurement, b.mention.measurement
             if ma is None or mb is None or ma.value_mm is None or mb.value_mm is None:
                 continue
-            if not _sides_ok(a, b) or any(
-                i.section is b.section
-                and i is not b
-                and i.mention.measurement is not None
-                and i.mention.measurement.value_mm == ma.value_mm
-                and i.mention.concept == a.mention.concept
-                for i in items
-            ):
+            if not _sides_ok(a, b) or sizes.count(
+                (b.section, a.mention.concept), _is_number(ma.value_mm)
+            ) - (1 if mb.value_mm == ma.value_mm else 0):
                 continue
             big, small = max(ma.value_mm, mb.value_mm), min(ma.value_mm, mb.value_mm)
             if big - small <= 2.0 or big <= small * 1.25:

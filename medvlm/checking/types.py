@@ -210,7 +210,14 @@ class Flag:
             "concept": self.concept,
             "confidence": round(self.confidence, 4),
             "evidence": self.evidence,
+            "suggestions": self.suggestions,
         }
+
+    @property
+    def suggestions(self) -> list[dict[str, Any]]:
+        """Suggested corrections (both readings of a contradiction); never applied."""
+        value = self.evidence.get("suggestions", [])
+        return list(value) if isinstance(value, list) else []
 
 
 @dataclass(frozen=True)

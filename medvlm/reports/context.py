@@ -18,7 +18,20 @@ from medvlm.prompts.knowledge import compile_alternation
 MAX_BACKWARD_SCOPE = 40
 """Characters between a target and a backward cue ("... has resolved") beyond which it does not apply."""
 
-__all__ = ["MAX_BACKWARD_SCOPE", "Cue", "CueCategory", "Direction", "find_cues", "find_terminators"]
+WEAK_HEDGE = re.compile(r"exclu|rule out|ruled out|r/o|versus|vs|differential|either|consideration")
+"""Hedge cues that only leave a finding open ("cannot be excluded", "atelectasis versus early
+infiltrate"): not an assertion to set
+against a denial (see docs/eval.md, hedge policy)."""
+
+__all__ = [
+    "MAX_BACKWARD_SCOPE",
+    "WEAK_HEDGE",
+    "Cue",
+    "CueCategory",
+    "Direction",
+    "find_cues",
+    "find_terminators",
+]
 
 
 class CueCategory(StrEnum):
@@ -62,6 +75,13 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
         _F,
     ),
     (r"not (?:only|necessarily)", _PSEUDO, _F),
+    # "No clear cause for the perihilar opacities": the opacities are not denied (issue 12.2.11)
+    (
+        r"no (?:clear |definite |obvious |apparent |specific )?(?:cause|source|etiology|"
+        r"explanation|reason) (?:for|of)",
+        _PSEUDO,
+        _F,
+    ),
     (
         r"(?:nearly|almost|partially|partly|incompletely|not (?:completely|entirely|fully)) "
         r"(?:resolved|cleared)|near[- ]complete resolution(?: of)?|(?:partial|incomplete) "
@@ -94,6 +114,7 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
         _B,
     ),
     (r"(?:is|are|was|were) (?:now )?(?:resolved|removed|absent|gone)", _NEG, _B),
+    (r"removed|extubated|discontinued", _NEG, _B),
     (r"resolved", _NEG, _BI),
     (
         r"(?:is|are|was|were) not (?:\w+ )?(?:seen|identified|visualized|present|demonstrated|"
@@ -116,19 +137,29 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
     ),
     (r"(?:cannot|can not|can't) (?:entirely |completely )?(?:exclude|rule out)", _POS, _F),
     (r"not (?:entirely |completely |totally )?(?:excluded|ruled out)", _POS, _B),
+    # An interpretive verb hedges the interpretation after it, not the observation before it
+    # ("Marked cardiomegaly, may reflect early edema"; "opacity may represent atelectasis").
     (
-        r"(?:may|might|could|can) (?:also )?(?:represent|reflect|be|indicate|relate|correspond)",
+        r"(?:may|might|could|can) (?:also )?(?:represent|reflect|indicate|relate|correspond|"
+        r"suggest)|(?:which|that) (?:may|might|could) (?:be|represent|reflect)",
         _POS,
-        _BI,
+        _F,
     ),
+    (r"(?:may|might|could) (?:also )?be", _POS, _BI),
     (r"(?:is|are) (?:more )?(?:likely|suspected|questioned|possible|probable)", _POS, _B),
     (
-        r"possible|possibly|probable|probably|likely|suspect(?:ed)?|suspicious(?: for)?|"
-        r"questionable|question of|concern(?:ing)? for|suggest(?:s|ed|ive of|ing)?|"
-        r"compatible with|consistent with|worrisome for|equivocal|presumed|presumably|"
+        r"suspicious for|concern(?:ing)? for|suggest(?:s|ed|ive of|ing)?|to suggest|"
+        r"compatible with|consistent with|worrisome for|favou?r(?:ed|s|ing)?|"
+        r"represent(?:s|ing)?|reflect(?:s|ing)?|likely (?:representing|reflecting|due to)|"
+        r"probably (?:representing|reflecting|due to)|in keeping with|attributable to",
+        _POS,
+        _F,
+    ),
+    (
+        r"possible|possibly|probable|probably|likely|suspect(?:ed)?|suspicious|"
+        r"questionable|question of|equivocal|presumed|presumably|"
         r"differential|considerations?|indeterminate|vs\.?|versus|either|"
-        r"cannot exclude|could|may|might|apparent|favou?r(?:ed|s)?|represent(?:s|ing)?|"
-        r"reflect(?:s|ing)?",
+        r"cannot exclude|could|may|might|apparent",
         _POS,
         _BI,
     ),
@@ -148,8 +179,8 @@ _CUE_RE, _CUE_OF = compile_alternation(
 )
 _TERMINATOR_RE = re.compile(
     r"(?<![\w])(?:but|however|although|though|which|whereas|except|aside from|apart from|"
-    r"other than|otherwise|this|these|concerning|"
-    r"given|in keeping with)(?![\w])|[;:]|\(|\)",
+    r"other than|otherwise|this|these|"
+    r"given)(?![\w])|[;:]|\(|\)",
     re.IGNORECASE,
 )
 

@@ -8,6 +8,7 @@ from bisect import bisect_left
 from medvlm.prompts.knowledge import Category, KnowledgeBase
 from medvlm.reports.context import (
     MAX_BACKWARD_SCOPE,
+    WEAK_HEDGE,
     CueCategory,
     Direction,
     find_cues,
@@ -62,6 +63,7 @@ _INTERVAL_RE = re.compile(
 )
 _QUALIFIER_RE = re.compile(
     r"(?<![\w])(large|significant|sizable|gross|overt|frank|definite|definitive|acute|new|focal|"
+    r"bony|bone|osseous|lytic|blastic|destructive|skin|cutaneous|soft tissue|"
     r"dense|confluent|displaced|visible|obvious|appreciable|discrete|convincing|substantial|"
     r"chronic|old|healed|healing|remote|stable|unchanged|persistent|residual|otherwise|"
     r"suspicious|typical|lobar|segmental|free|other|additional|further|xxxx|___|rib|ribs|clavicle|"
@@ -72,6 +74,14 @@ _QUALIFIER_RE = re.compile(
 _MEASURE_RE = re.compile(
     r"(?<![\w.])(?P<v>\d+(?:\.\d+)?)\s*(?:(?:x|by)\s*\d+(?:\.\d+)?\s*)*"
     r"(?P<u>mm|cm|m|millimet(?:er|re)s?|centimet(?:er|re)s?|met(?:er|re)s?|inch(?:es)?|in)(?![\w])",
+    re.I,
+)
+_DOMINANT_RE = re.compile(
+    r"(?<![\w])(?:(?P<a>left|right)(?:-sided)? (?:(?:is |are )?(?:slightly |much |somewhat )?"
+    r"(?:larger|greater|more|worse|bigger|denser|more pronounced|more prominent)) than "
+    r"(?:the )?(?:left|right)|(?:larger|greater|worse|more pronounced|more prominent|"
+    r"predominantly|predominant) (?:on the |at the )?(?P<b>left|right)|"
+    r"(?P<c>left|right) (?:greater|more|larger|worse) (?:than|>) (?:left|right))(?![\w])",
     re.I,
 )
 _OTHERWISE_RE = re.compile(r"(?<![\w])(?:otherwise|remainder|rest of|elsewhere|remaining)(?![\w])")
@@ -157,23 +167,51 @@ class MentionExtractor:
         for start, end, concept, normal in raw:
             categories: set[CueCategory] = set()
             cue_texts: list[str] = []
+            first_negation = first_possible = None
             for cue in cues:
                 if cue.category is CueCategory.PSEUDO or (cue.start < end and start < cue.end):
                     continue
+                if "remov" in cue.text and not kb.findings[concept].is_device:
+                    continue  # "removal of the chest tube with ... atelectasis": devices only
                 applies = False
                 if cue.end <= start and cue.direction is not Direction.BACKWARD:
-                    applies = not any(cue.end <= t < start for t in terminators)
+                    t = bisect_left(terminators, cue.end)
+                    applies = t >= len(terminators) or terminators[t] >= start
                 elif cue.start >= end and cue.direction is not Direction.FORWARD:
-                    applies = cue.start - end <= MAX_BACKWARD_SCOPE and not any(
-                        end <= t < cue.start for t in terminators
+                    t = bisect_left(terminators, end)
+                    applies = cue.start - end <= MAX_BACKWARD_SCOPE and (
+                        t >= len(terminators) or terminators[t] >= cue.start
                     )
+                    if cue.category is CueCategory.POSSIBLE and "," in sentence[end : cue.start]:
+                        applies = False  # "consolidation, probably aspiration": the hedge is on
+                        # the interpretation after the comma, not the observation before it
                 if applies:
                     categories.add(cue.category)
                     cue_texts.append(cue.text)
+                    if cue.category is CueCategory.NEGATED and first_negation is None:
+                        first_negation = cue.start
+                    if cue.category is CueCategory.POSSIBLE and first_possible is None:
+                        first_possible = cue.start
+            hedge: str | None = None
             if normal:
+                presence = Presence.ABSENT
+            elif (
+                CueCategory.POSSIBLE in categories
+                and CueCategory.HYPOTHETICAL not in categories
+                and first_negation is not None
+                and first_possible is not None
+                and first_negation < first_possible < start
+            ):
+                # "No focal opacity to suggest infection": the hedge sits inside the denial
                 presence = Presence.ABSENT
             elif CueCategory.POSSIBLE in categories or CueCategory.HYPOTHETICAL in categories:
                 presence = Presence.UNCERTAIN
+                if CueCategory.HYPOTHETICAL in categories:
+                    hedge = "hypothetical"
+                elif any(WEAK_HEDGE.search(c) for c in cue_texts):
+                    hedge = "weak"
+                else:
+                    hedge = "possible"
             elif CueCategory.NEGATED in categories:
                 presence = Presence.ABSENT
             else:
@@ -196,6 +234,7 @@ class MentionExtractor:
                     normal,
                     sentence_quals,
                     sentence_sides,
+                    hedge,
                 )
             )
         return tuple(out)
@@ -215,6 +254,7 @@ class MentionExtractor:
         normal: bool,
         sentence_quals: set[str],
         sentence_sides: set[str],
+        hedge: str | None = None,
     ) -> Mention:
         entry = self._kb.findings[concept]
         sides = {m.group("s").lower() for m in _SIDE_RE.finditer(clause)}
@@ -248,10 +288,20 @@ class MentionExtractor:
                 severity = labels[-1][0]
         interval = None
         im = None
+        seen_intervals = set()
         for im in _INTERVAL_RE.finditer(clause):
             interval = im.lastgroup
-        if "resolved" in cues or any(c.startswith(("has resolved", "have resolved")) for c in cues):
+            seen_intervals.add(interval)
+        if len(seen_intervals - {"persistent"}) > 1:
+            interval = None  # "developing or resolving pneumonia": no single interval stated
+        if any("resol" in c or "cleared" in c for c in cues):
             interval = "resolved"
+        dominant = None
+        if side is Side.BILATERAL:
+            dm = _DOMINANT_RE.search(sentence, start, min(len(sentence), end + 60))
+            if dm:
+                word = (dm.group("a") or dm.group("b") or dm.group("c") or "").lower()
+                dominant = Side.LEFT if word == "left" else Side.RIGHT
         measurement = None
         mm = _MEASURE_RE.search(clause)
         if mm:
@@ -276,4 +326,6 @@ class MentionExtractor:
             normal_phrase=normal,
             qualifiers=frozenset(qualifiers),
             cues=cues,
+            hedge=hedge,
+            dominant=dominant if entry.sided else None,
         )

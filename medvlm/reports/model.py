@@ -88,6 +88,11 @@ class Mention:
     normal_phrase: bool = False
     qualifiers: frozenset[str] = frozenset()
     cues: tuple[str, ...] = ()
+    hedge: str | None = None
+    dominant: Side | None = None
+    """For a bilateral finding, the side said to be worse ("left larger than right")."""
+    """For an uncertain mention: "possible" (probable, likely, suspected, may represent), "weak"
+    (cannot be excluded) or "hypothetical" (rule out, evaluate for)."""
 
     @property
     def location(self) -> str | None:

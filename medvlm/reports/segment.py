@@ -6,7 +6,13 @@ import re
 
 from medvlm.reports.model import SectionName
 
-__all__ = ["normalise_text", "split_sections", "split_sentences"]
+__all__ = ["MAX_SENTENCE_CHARS", "normalise_text", "split_sections", "split_sentences"]
+
+MAX_SENTENCE_CHARS = 400
+"""A "sentence" longer than this (a run-on list without periods, pasted text) is cut at its last
+comma, semicolon or space before the limit, so that the per-sentence work of mention extraction
+(cue scopes, clauses) stays bounded and parsing stays linear in the report's length. Real report
+sentences are far shorter (IU: 99.9% under 250 characters)."""
 
 _HEADER_NAMES: dict[str, SectionName] = {
     "findings": SectionName.FINDINGS,
@@ -66,7 +72,57 @@ _ABBREVIATIONS = frozenset(
         "p.m",
     }
 )
-_BOUNDARY = re.compile(r"[.!?]+(?=\s|$)")
+# A sentence ends at a period followed by space or the end; at a period glued to the next
+# sentence ("effusion.No pneumothorax": a lower-case word or a redaction, then a capitalised word);
+# and at a semicolon that joins two sentences.
+_BOUNDARY = re.compile(
+    r"[.!?]+(?=\s|$)|(?:(?<=[a-z]{2})|(?<=XXXX)|(?<=___)|(?<=[a-z]\)))[.!?]+(?=[A-Z][a-z]|[A-Z] |XXXX)"
+    r"|;(?=\s+\S)"
+)
+# A line break without a period before a capitalised word ends a sentence unless the line ends
+# with a word that needs its continuation ("with", "the", a comma): reports typed as one finding
+# per line ("Cardiomegaly" / "No effusion") next to wrapped prose.
+_LINE_SENTENCE = re.compile(r"(?<=[^\s.,;:!?(\-/])[ \t]*\n[ \t]*(?=[A-Z][a-z])")
+_CONTINUATION = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "and",
+        "or",
+        "with",
+        "without",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "from",
+        "than",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "no",
+        "not",
+        "nor",
+        "but",
+        "which",
+        "that",
+        "left",
+        "right",
+        "mild",
+        "moderate",
+        "small",
+        "large",
+        "severe",
+        "dr",
+    ]
+)
 _LIST_MARKER = re.compile(r"(?:\(?\d{1,2}[.)]|[-*\u2022])\s+")
 
 
@@ -79,6 +135,14 @@ def normalise_text(text: str) -> str:
 
     text = _PARAGRAPH.sub(_break, text)
     text = _LIST_BREAK.sub(_break, text)
+
+    def _line(match: re.Match[str]) -> str:
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        words = text[line_start : match.start()].split()
+        last = words[-1].lower() if words else ""
+        return match.group(0) if last in _CONTINUATION else " \x00 "
+
+    text = _LINE_SENTENCE.sub(_line, text)
     parts = [p.strip() for p in _WS.sub(" ", text).split("\x00")]
     out: list[str] = []
     for part in parts:
@@ -128,7 +192,7 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     if start < n:
         spans.append((start, n))
     out: list[tuple[int, int]] = []
-    for s, e in spans:
+    for s, e in _bounded(text, spans):
         while s < e and text[s].isspace():
             s += 1
         marker = _LIST_MARKER.match(text, s, e)
@@ -138,4 +202,21 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
             e -= 1
         if any(ch.isalnum() for ch in text[s:e]):
             out.append((s, e))
+    return out
+
+
+def _bounded(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` with every span longer than :data:`MAX_SENTENCE_CHARS` cut into pieces."""
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        while e - s > MAX_SENTENCE_CHARS:
+            limit = s + MAX_SENTENCE_CHARS
+            cut = max(text.rfind(",", s, limit), text.rfind(";", s, limit))
+            if cut <= s + MAX_SENTENCE_CHARS // 4:
+                cut = text.rfind(" ", s, limit)
+            if cut <= s:
+                cut = limit - 1
+            out.append((s, cut + 1))
+            s = cut + 1
+        out.append((s, e))
     return out

@@ -1,19 +1,20 @@
 """Checker quality on the real IU X-ray reports (slow; skips when ../shared/data is absent).
 
-Injected contradictions are made in memory at run time by ``bench/checker.py`` and never written
-(the reports are CC BY-NC-ND). Bars from issue 5: at most 5% of clean reports flagged and at least
-85% of injected contradictions caught with a flag on the modified sentence.
+Graded with eval's injector (``eval.contradictions`` through ``eval.yardstick``): contradictions
+whose sites are chosen without the checker's parser, made in memory and never written (the
+reports are CC BY-NC-ND). On 300 reports of the dev split: at most 2% of clean reports flagged
+(IU and MIMIC-style layouts apart), at least 90% of the injected contradictions caught with a
+flag on the modified sentence or its counterpart.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from eval.corpora import load_iu
+from eval.yardstick import run_yardstick
 from medvlm.checking import Checker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,23 +26,14 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_checker", ROOT / "bench" / "checker.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_checker"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_clean_and_injected_iu_reports(bench: ModuleType) -> None:
-    checker = Checker()
-    reports = bench.load_iu(DATA)[:1500]
-    quality = bench.bench_quality(checker, reports, seed=7, show=0)
-    for style in ("iu_sections", "mimic_raw_text"):
-        clean = quality[f"clean_{style}"]
-        injected = quality[f"injected_{style}"]
-        assert clean["flagged_rate"] <= 0.05, clean
-        assert injected["n"] >= 300
-        assert injected["caught_and_pointed_rate"] >= 0.85, injected
+def test_clean_and_injected_iu_reports() -> None:
+    result = run_yardstick(
+        load_iu(DATA), split="dev", seed=7, limit=300, layouts=("iu_sections", "mimic_wrapped"),
+        checker=Checker(),
+    )  # fmt: skip
+    clean = result["clean_flagged"]
+    assert clean["iu_style"]["rate"] <= 0.02, clean
+    assert clean["mimic_style"]["rate"] <= 0.02, clean
+    injected = result["injected"]["overall"]
+    assert injected["caught"]["n"] >= 300
+    assert injected["caught_and_pointed"]["rate"] >= 0.90, injected
