@@ -136,6 +136,15 @@ class ModelSettings(BaseModel):
     openai_api_key: SecretStr | None = None
     openai_model: str = "llava-rad"
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_grounding_calls: Annotated[int, Field(ge=0, le=32)] = Field(
+        default=4,
+        description="Findings grounded (boxes from relevance maps) per check; 0 turns grounding off.",
+    )
+    grounding_method: Literal["gradient_x_input", "occlusion"] = Field(
+        default="gradient_x_input",
+        description="gradient_x_input (about 3 forward passes per finding) or occlusion (MONAI, "
+        "one forward pass per occluded patch: 64)",
+    )
 
     @model_validator(mode="after")
     def _backend_needs(self) -> ModelSettings:

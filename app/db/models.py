@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -223,6 +224,9 @@ class CheckJob(Base):
     flags: Mapped[list[Flag]] = relationship(
         back_populates="job", order_by="Flag.id", cascade="all, delete-orphan"
     )
+    groundings: Mapped[list[GroundingRecord]] = relationship(
+        back_populates="job", order_by="GroundingRecord.position", cascade="all, delete-orphan"
+    )
 
 
 class Flag(Base):
@@ -344,3 +348,36 @@ class UserSession(Base):
     revoked_at: Mapped[datetime | None] = _ts()
 
     user: Mapped[User] = relationship()
+
+
+class GroundingRecord(Base):
+    """One grounding attempt of a check: the boxes for one finding (original film pixels), how
+    they were made, its outcome, and the relevance map as a heat-map PNG (unverified AI output)."""
+
+    __tablename__ = "groundings"
+    __table_args__ = (
+        UniqueConstraint("check_job_id", "position", name="uq_groundings_job_position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    check_job_id: Mapped[int] = mapped_column(
+        ForeignKey("check_jobs.id", ondelete="CASCADE"), index=True
+    )
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    question: Mapped[str] = mapped_column(Text)
+    boxes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    statistics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    side: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    film_width: Mapped[int | None] = mapped_column(Integer)
+    film_height: Mapped[int | None] = mapped_column(Integer)
+    map_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[datetime] = _ts(default=utcnow)
+
+    job: Mapped[CheckJob] = relationship(back_populates="groundings")
