@@ -381,6 +381,45 @@ class UiSettings(BaseModel):
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
 
 
+class Hl7Settings(BaseModel):
+    """The HL7 v2 report listener (`radcheck hl7 listen`) and file import."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address (loopback unless opened up).")
+    port: Annotated[int, Field(ge=0, lt=65536)] = Field(
+        default=2575, description="MLLP port (2575 is HL7's registered port; 0 picks a free one)."
+    )
+    allowed_peers: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description='Peers allowed to connect: IP addresses or CIDR networks (JSON list, e.g. ["10.1.2.0/24"]).',
+    )
+    max_message_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=1024 * 1024, description="Largest accepted message (the MLLP frame's content)."
+    )
+    idle_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="A connection idle (or mid-message) for this long is closed."
+    )
+    accession_field: Literal["OBR-3", "OBR-18"] = Field(
+        default="OBR-3", description="Where the RIS puts the accession number: OBR-3 or OBR-18."
+    )
+    application: str = Field(
+        default="RADCHECK", max_length=64, description="Our name in the ACK (MSH-3)."
+    )
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR network (e.g. 10.1.2.3 or 10.1.2.0/24)"
+                ) from exc
+        return value
+
+
 class Settings(BaseSettings):
     """All of RadCheck's configuration."""
 
@@ -400,6 +439,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     auth: AuthSettings = AuthSettings()
     ui: UiSettings = UiSettings()
+    hl7: Hl7Settings = Hl7Settings()
     pacs: PacsSettings = PacsSettings()
     listener: ListenerSettings = ListenerSettings()
     dicomweb: DicomWebSettings = DicomWebSettings()

@@ -21,6 +21,7 @@ from app.api.routes import (
     groundings,
     health,
     instances,
+    intake,
     renders,
     report_versions,
     studies,
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
                 lease_s=settings.worker.lease_s,
                 poll_interval_s=settings.worker.poll_interval_s,
                 quiet_period_s=settings.ingest.quiet_period_s,
+                max_attempts=settings.worker.max_attempts,
             )
             worker.heartbeat()
             thread = worker.start_thread()
@@ -177,6 +179,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         groundings,
         flags,
         check_report,
+        intake,
         feedback,
         users,
     ):

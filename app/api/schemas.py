@@ -82,6 +82,9 @@ class ReportIn(BaseModel):
     technique: Text | None = Field(default=None, max_length=10_000)
     text: Text | None = Field(default=None, max_length=100_000, description="The raw report text.")
     accession_number: Text | None = Field(default=None, max_length=64)
+    result_status: Literal["P", "F", "C"] | None = Field(
+        default=None, description="HL7 result status: P preliminary, F final, C corrected."
+    )
 
 
 class ReportOut(BaseModel):
@@ -95,6 +98,10 @@ class ReportOut(BaseModel):
     indication: str | None
     comparison: str | None
     technique: str | None
+    result_status: str | None = Field(
+        description="HL7 result status of this version: P preliminary, F final, C corrected, "
+        "X cancelled (null: not given)."
+    )
     submitted_by: str | None
     created_at: datetime
 

@@ -180,6 +180,8 @@ class Report(Base):
     comparison: Mapped[str | None] = mapped_column(Text)
     technique: Mapped[str | None] = mapped_column(Text)
     raw_text: Mapped[str | None] = mapped_column(Text)
+    # HL7 result status of this version: P preliminary, F final, C corrected, X cancelled.
+    result_status: Mapped[str | None] = mapped_column(String(1))
     submitted_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = _ts(default=utcnow)
 
@@ -289,6 +291,47 @@ class AuditEvent(Base):
     object_type: Mapped[str | None] = mapped_column(String(32))
     object_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Hl7MessageState(StrEnum):
+    WAITING = "waiting"  # stored; its study has not arrived yet
+    MATCHED = "matched"  # stored as a report version of its study
+    CANCELLED = "cancelled"  # result status X without report text: recorded, nothing to check
+    MISMATCH = "mismatch"  # its study arrived but the patient identifiers differ: needs a person
+
+
+class Hl7Message(Base):
+    """One received ORU^R01 (idempotent on sender + MSH-10), waiting for its study or matched.
+
+    Patient identifiers and the report text are kept only while the message waits for its study;
+    once matched they live in the study and the report version, and are cleared here.
+    """
+
+    __tablename__ = "hl7_messages"
+    __table_args__ = (
+        UniqueConstraint("sender", "control_id", name="uq_hl7_messages_sender_control_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sender: Mapped[str] = mapped_column(String(255))
+    control_id: Mapped[str] = mapped_column(String(199))
+    # SHA-256 of the segments after MSH: a re-send matches; a reused MSH-10 does not.
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    hl7_version: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(16))
+    accession_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    result_status: Mapped[str] = mapped_column(String(1))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+    patient_ids: Mapped[list[Any] | None] = mapped_column(JSON)
+    report_text: Mapped[str | None] = mapped_column(Text)
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="SET NULL"), index=True
+    )
+    report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id", ondelete="SET NULL"))
+    received_at: Mapped[datetime] = _ts(default=utcnow)
+    matched_at: Mapped[datetime | None] = _ts()
 
 
 class ApiKey(Base):

@@ -1,7 +1,7 @@
 """users, login sessions, review reasons
 
 Revision ID: 0003
-Revises: 0008
+Revises: 0006
 Create Date: 2026-12-02 17:20:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision: str = '0003'
-down_revision: str | None = '0008'
+down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
