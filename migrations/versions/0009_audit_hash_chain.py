@@ -1,7 +1,7 @@
 """audit hash chain
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0003
 Create Date: 2026-12-02 17:40:00
 
 Each audit row gets its chain position (seq), the previous row's hash and its own hash; the
@@ -16,7 +16,7 @@ from alembic import op
 from app.db.audit_chain import GENESIS, row_digest
 
 revision: str = '0009'
-down_revision: str | None = '0006'
+down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

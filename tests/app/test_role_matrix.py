@@ -46,6 +46,19 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[Any]] = {
     ("GET", "/api/v1/checks/{job_id}/groundings/{grounding_id}/heatmap.png"): ALL,
     ("GET", "/api/v1/intake/reports-waiting"): ALL,
     ("GET", "/api/v1/intake/studies-waiting"): ALL,
+    ("POST", "/api/v1/auth/login"): PUBLIC,
+    ("GET", "/api/v1/auth/me"): ALL,
+    ("POST", "/api/v1/auth/logout"): ALL,
+    ("GET", "/api/v1/users"): ADMIN,
+    ("POST", "/api/v1/users/{username}/disable"): ADMIN,
+    ("POST", "/api/v1/users/{username}/enable"): ADMIN,
+    ("GET", "/api/v1/feedback/stats"): RADIOLOGIST,
+    ("GET", "/api/v1/feedback/stats.csv"): RADIOLOGIST,
+    ("GET", "/api/v1/flags/{flag_id}/reviews"): ALL,
+    ("GET", "/api/v1/instances/{sop_uid}/rendered"): ALL,
+    ("GET", "/api/v1/studies/{study_uid}/report-diff"): ALL,
+    ("GET", "/api/v1/worklist"): ALL,
+    ("GET", "/api/v1/worklist/next"): ALL,
 }
 """(METHOD, path as in the OpenAPI document) -> the roles admitted (admin is always among them)."""
 
@@ -101,7 +114,8 @@ def test_every_route_is_in_the_role_matrix(sqlite_settings: Settings) -> None:
 
 def _concrete(path: str) -> str:
     """A callable URL for a templated path (ids and UIDs that need not exist)."""
-    return re.sub(r"\{[^}]*(id|uid)[^}]*\}", lambda m: "1" if m.group(1) == "id" else "1.2.3", path)
+    path = re.sub(r"\{[^}]*(id|uid)[^}]*\}", lambda m: "1" if m.group(1) == "id" else "1.2.3", path)
+    return path.replace("{username}", "nobody")
 
 
 def _call(client: TestClient, method: str, path: str, headers: dict[str, str]) -> int:
