@@ -136,6 +136,15 @@ class ModelSettings(BaseModel):
     openai_api_key: SecretStr | None = None
     openai_model: str = "llava-rad"
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_grounding_calls: Annotated[int, Field(ge=0, le=32)] = Field(
+        default=4,
+        description="Findings grounded (boxes from relevance maps) per check; 0 turns grounding off.",
+    )
+    grounding_method: Literal["gradient_x_input", "occlusion"] = Field(
+        default="gradient_x_input",
+        description="gradient_x_input (about 3 forward passes per finding) or occlusion (MONAI, "
+        "one forward pass per occluded patch: 64)",
+    )
 
     @model_validator(mode="after")
     def _backend_needs(self) -> ModelSettings:
@@ -314,6 +323,45 @@ class ApiSettings(BaseModel):
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
 
 
+class Hl7Settings(BaseModel):
+    """The HL7 v2 report listener (`radcheck hl7 listen`) and file import."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address (loopback unless opened up).")
+    port: Annotated[int, Field(ge=0, lt=65536)] = Field(
+        default=2575, description="MLLP port (2575 is HL7's registered port; 0 picks a free one)."
+    )
+    allowed_peers: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description='Peers allowed to connect: IP addresses or CIDR networks (JSON list, e.g. ["10.1.2.0/24"]).',
+    )
+    max_message_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=1024 * 1024, description="Largest accepted message (the MLLP frame's content)."
+    )
+    idle_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="A connection idle (or mid-message) for this long is closed."
+    )
+    accession_field: Literal["OBR-3", "OBR-18"] = Field(
+        default="OBR-3", description="Where the RIS puts the accession number: OBR-3 or OBR-18."
+    )
+    application: str = Field(
+        default="RADCHECK", max_length=64, description="Our name in the ACK (MSH-3)."
+    )
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR network (e.g. 10.1.2.3 or 10.1.2.0/24)"
+                ) from exc
+        return value
+
+
 class Settings(BaseSettings):
     """All of RadCheck's configuration."""
 
@@ -331,6 +379,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     model: ModelSettings = ModelSettings()
     api: ApiSettings = ApiSettings()
+    hl7: Hl7Settings = Hl7Settings()
     pacs: PacsSettings = PacsSettings()
     listener: ListenerSettings = ListenerSettings()
     dicomweb: DicomWebSettings = DicomWebSettings()

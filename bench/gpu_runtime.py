@@ -10,7 +10,11 @@ LLaVA-UHD slices under the visual-token budget) it measures:
 * decode tokens/s (greedy, KV cache, batch 1) and its ratio to the memory-bandwidth limit
   ``bandwidth / bytes of language-model weights read per token``;
 * peak memory (CUDA allocator peak; on CPU the process's max RSS);
-* visual and prompt tokens.
+* visual and prompt tokens;
+* grounding cost per finding (``--grounding``, on by default): one relevance map of the
+  verification question with gradient x input (vision + one forward and one backward pass of the
+  language model with respect to the visual tokens), its ratio to time to first token and to one
+  plain 8-token verification answer, and the CUDA peak memory of the grounding pass alone.
 
 Usage: ``nice python bench/gpu_runtime.py [--out bench/results/gpu_runtime.json] [--model DIR]``.
 """
@@ -299,6 +303,83 @@ def measure(
     }
 
 
+def measure_grounding(subject: Subject, slicing: bool, policy: str, repeats: int) -> dict[str, Any]:
+    """One relevance map per finding (gradient x input) on the 2500 x 3000 film, and a plain
+    8-token answer to the same question, in the same run."""
+    from medvlm.grounding import map_to_boxes
+    from medvlm.grounding.llava import LlavaGroundingInputs, llava_relevance
+    from medvlm.prompts.checking import render_verify
+    from medvlm.prompts.knowledge import load_knowledge_base
+
+    image = _film(2500, 3000)
+    question = render_verify(load_knowledge_base()["pleural_effusion"])
+    config = ProcessorConfig(
+        native_size=subject.native_size,
+        patch_size=subject.patch_size,
+        slicing=slicing,
+        visual_token_budget=DEFAULT_VISUAL_TOKEN_BUDGET,
+        budget_policy=policy,  # type: ignore[arg-type]
+    )
+    inputs = LlavaGroundingInputs(
+        model=subject.model,
+        tokenizer=subject.tokenizer,
+        template=VICUNA_V1,
+        processor_config=config,
+        slicing=slicing,
+        token_budget=DEFAULT_VISUAL_TOKEN_BUDGET,
+        policy=policy,  # type: ignore[arg-type]
+        newline_id=_separator_id(subject.tokenizer, ("\n", "<0x0A>")),
+        comma_id=_separator_id(subject.tokenizer, (",",)),
+        image_token_id=subject.image_token_id,
+        device=subject.device,
+        dtype=subject.dtype,
+    )
+    for p in subject.model.parameters():  # only the visual tokens need a gradient
+        p.requires_grad_(False)
+    out: dict[str, Any] = {"slicing": slicing, "policy": policy if slicing else None,
+                           "method": "gradient_x_input"}  # fmt: skip
+    with torch.inference_mode():
+        prepared = _prepare(subject, image, slicing, policy)
+        answer = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            prepared = _prepare(subject, image, slicing, policy)
+            _generate_ms(subject, prepared["kwargs"], 8)
+            answer.append((time.perf_counter() - start) * 1000.0)
+    if subject.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(subject.device)
+    times, error = [], None
+    for _ in range(repeats):
+        _sync(subject.device)
+        start = time.perf_counter()
+        try:
+            relevance = llava_relevance(inputs, image, question)
+            boxes, _ = map_to_boxes(relevance.film_map, label="pleural effusion")
+        except (RuntimeError, ValueError) as exc:  # e.g. out of memory, fp16 overflow
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            break
+        _sync(subject.device)
+        times.append((time.perf_counter() - start) * 1000.0)
+    answer_ms = statistics.median(answer)
+    out["verify_answer_ms"] = round(answer_ms, 2)
+    if times:
+        grounding_ms = statistics.median(times)
+        out.update(
+            grounding_ms=round(grounding_ms, 2),
+            grounding_over_verify_answer=round(grounding_ms / answer_ms, 3),
+            visual_tokens=relevance.details.get("visual_tokens"),
+            boxes=len(boxes),
+            stage_ms_last=relevance.timings_ms,
+        )
+    if error:
+        out["error"] = error
+    if subject.device.type == "cuda":
+        out["grounding_peak_memory_gb"] = round(
+            torch.cuda.max_memory_allocated(subject.device) / 1e9, 3
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gpu_runtime.json")
@@ -309,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default="pool", choices=["pool", "attention"])
     parser.add_argument("--bandwidth-gbs", type=float, default=None,
                         help="memory bandwidth to compare with (default: GPU table)")  # fmt: skip
+    parser.add_argument("--grounding", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time one relevance map per finding (gradient x input)")  # fmt: skip
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -387,6 +470,14 @@ def main(argv: list[str] | None = None) -> int:
             "peak_memory": peak_gb <= GOALS["peak_memory_gb"] if device.type == "cuda" else None,
         },
     }
+    if args.grounding:
+        result["grounding"] = [
+            measure_grounding(subject, slicing, args.policy, args.repeats)
+            for slicing in (False, True)
+        ]
+        for entry, run in zip(result["grounding"], runs, strict=True):
+            if "grounding_ms" in entry:
+                entry["grounding_over_ttft"] = round(entry["grounding_ms"] / run["ttft_ms"], 3)
     if device.type == "cuda" and "H100" in name:
         result["v100_estimate"] = {
             "scale": V100_SCALE_FROM_H100,
@@ -403,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
             f"ttft={run['ttft_ms']:.1f} ms decode={run['decode_tokens_per_s']:.1f} tok/s "
             f"bw-fraction={run['fraction_of_bandwidth_limit']}"
         )
+    for entry in result.get("grounding", []):
+        print(f"grounding slicing={'on ' if entry['slicing'] else 'off'} {json.dumps(entry)}")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -12,7 +12,16 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from app.api.errors import ErrorBody, error_response, install_error_handlers
-from app.api.routes import check_report, checks, flags, health, instances, studies
+from app.api.routes import (
+    check_report,
+    checks,
+    flags,
+    groundings,
+    health,
+    instances,
+    intake,
+    studies,
+)
 from app.db.migrate import ensure_current
 from app.db.session import Database
 from app.services.audit import ReadAuditBuffer
@@ -55,6 +64,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
                 lease_s=settings.worker.lease_s,
                 poll_interval_s=settings.worker.poll_interval_s,
                 quiet_period_s=settings.ingest.quiet_period_s,
+                max_attempts=settings.worker.max_attempts,
             )
             worker.heartbeat()
             thread = worker.start_thread()
@@ -124,7 +134,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     }
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
-    for module in (instances, studies, checks, flags, check_report):
+    for module in (instances, studies, checks, groundings, flags, check_report, intake):
         api.include_router(module.router, responses=errors)
     app.include_router(api)
     return app

@@ -82,6 +82,9 @@ class ReportIn(BaseModel):
     technique: Text | None = Field(default=None, max_length=10_000)
     text: Text | None = Field(default=None, max_length=100_000, description="The raw report text.")
     accession_number: Text | None = Field(default=None, max_length=64)
+    result_status: Literal["P", "F", "C"] | None = Field(
+        default=None, description="HL7 result status: P preliminary, F final, C corrected."
+    )
 
 
 class ReportOut(BaseModel):
@@ -95,6 +98,10 @@ class ReportOut(BaseModel):
     indication: str | None
     comparison: str | None
     technique: str | None
+    result_status: str | None = Field(
+        description="HL7 result status of this version: P preliminary, F final, C corrected, "
+        "X cancelled (null: not given)."
+    )
     submitted_by: str | None
     created_at: datetime
 
@@ -115,6 +122,44 @@ class ReviewOut(BaseModel):
     comment: str | None
     reviewer: str
     created_at: datetime
+
+
+class FlagBox(BaseModel):
+    """A box on the film for a flag (unverified AI output), in original film pixels."""
+
+    box: list[float] = Field(
+        min_length=4,
+        max_length=4,
+        description="[x0, y0, x1, y1] in pixels of the original film (x right, y down).",
+        examples=[[412.0, 980.5, 806.0, 1402.0]],
+    )
+    label: str = Field(examples=["pleural effusion"])
+    space: Literal["original_pixels"] = "original_pixels"
+    source: str = Field(
+        description="relevance (a relevance map of the model's answer) or model (a box-native model)",
+        examples=["relevance"],
+    )
+    method: str = Field(examples=["gradient_x_input"])
+    mass_fraction: float | None = Field(
+        default=None, description="Share of the map's positive relevance inside the box."
+    )
+    grounding_id: int | None = None
+    heatmap_url: str | None = Field(
+        default=None, description="The relevance map as an RGBA PNG overlay (film aspect)."
+    )
+    ai_generated: Literal[True] = True
+
+
+def boxes_of(evidence: dict[str, Any]) -> list[FlagBox]:
+    """The boxes a flag's evidence carries (none for flags without grounding)."""
+    raw = evidence.get("boxes")
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for item in raw:
+        if isinstance(item, dict) and isinstance(item.get("box"), list):
+            out.append(FlagBox.model_validate({k: v for k, v in item.items() if k in _BOX_KEYS}))
+    return out
 
 
 class SuggestionOut(BaseModel):
@@ -160,6 +205,37 @@ class FlagOut(BaseModel):
 
     ai_generated: Literal[True] = True
     verification_status: Literal["unverified", "reviewed"] = "unverified"
+    boxes: list[FlagBox] = Field(
+        default_factory=list,
+        description="Where on the film the flag's finding is (original pixels), when grounded.",
+    )
+
+
+_BOX_KEYS = frozenset(FlagBox.model_fields)
+
+
+class GroundingOut(BaseModel):
+    """One grounding attempt of a check (unverified AI output)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    check_job_id: int
+    position: int
+    target: str = Field(examples=["pleural_effusion"])
+    label: str
+    source: str = Field(examples=["relevance"])
+    method: str = Field(examples=["gradient_x_input"])
+    status: str = Field(description="ok, no_box or failed", examples=["ok"])
+    error: str | None
+    question: str
+    boxes: list[dict[str, Any]]
+    statistics: dict[str, Any]
+    side: dict[str, Any] | None
+    film_width: int | None
+    film_height: int | None
+    heatmap_url: str | None = None
+    ai_generated: Literal[True] = True
 
 
 class CheckOut(BaseModel):
@@ -181,6 +257,7 @@ class CheckOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     flags: list[FlagOut] = Field(default_factory=list)
+    groundings: list[GroundingOut] = Field(default_factory=list)
     notice: str = AI_NOTICE
 
 

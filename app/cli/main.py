@@ -14,6 +14,7 @@ import typer
 
 from app.cli.check import register as register_check
 from app.cli.dicom import dicom_cli
+from app.cli.hl7 import hl7_cli
 from app.cli.model import model_cli
 from app.settings import Settings, SettingsError, load_settings
 
@@ -34,6 +35,7 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(apikey_cli, name="apikey")
 cli.add_typer(dicom_cli, name="dicom")
 cli.add_typer(model_cli, name="model")
+cli.add_typer(hl7_cli, name="hl7")
 register_check(cli)
 
 
@@ -52,6 +54,8 @@ def configure_logging(level: str) -> None:
     # would log statements. Keep both quiet whatever the level.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+    # python-hl7 logs the whole field (report text) when it meets an unknown escape sequence.
+    logging.getLogger("hl7").setLevel(logging.CRITICAL + 1)
 
 
 def settings_or_exit() -> Settings:
@@ -150,6 +154,7 @@ def worker_command(
         lease_s=settings.worker.lease_s,
         poll_interval_s=settings.worker.poll_interval_s,
         quiet_period_s=settings.ingest.quiet_period_s,
+        max_attempts=settings.worker.max_attempts,
     )
     try:
         worker.pipeline  # noqa: B018 - load the checker and model now: a bad config fails here

@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -170,6 +171,8 @@ class Report(Base):
     comparison: Mapped[str | None] = mapped_column(Text)
     technique: Mapped[str | None] = mapped_column(Text)
     raw_text: Mapped[str | None] = mapped_column(Text)
+    # HL7 result status of this version: P preliminary, F final, C corrected, X cancelled.
+    result_status: Mapped[str | None] = mapped_column(String(1))
     submitted_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = _ts(default=utcnow)
 
@@ -213,6 +216,9 @@ class CheckJob(Base):
     report: Mapped[Report] = relationship()
     flags: Mapped[list[Flag]] = relationship(
         back_populates="job", order_by="Flag.id", cascade="all, delete-orphan"
+    )
+    groundings: Mapped[list[GroundingRecord]] = relationship(
+        back_populates="job", order_by="GroundingRecord.position", cascade="all, delete-orphan"
     )
 
 
@@ -274,6 +280,47 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class Hl7MessageState(StrEnum):
+    WAITING = "waiting"  # stored; its study has not arrived yet
+    MATCHED = "matched"  # stored as a report version of its study
+    CANCELLED = "cancelled"  # result status X without report text: recorded, nothing to check
+    MISMATCH = "mismatch"  # its study arrived but the patient identifiers differ: needs a person
+
+
+class Hl7Message(Base):
+    """One received ORU^R01 (idempotent on sender + MSH-10), waiting for its study or matched.
+
+    Patient identifiers and the report text are kept only while the message waits for its study;
+    once matched they live in the study and the report version, and are cleared here.
+    """
+
+    __tablename__ = "hl7_messages"
+    __table_args__ = (
+        UniqueConstraint("sender", "control_id", name="uq_hl7_messages_sender_control_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sender: Mapped[str] = mapped_column(String(255))
+    control_id: Mapped[str] = mapped_column(String(199))
+    # SHA-256 of the segments after MSH: a re-send matches; a reused MSH-10 does not.
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    hl7_version: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(16))
+    accession_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    result_status: Mapped[str] = mapped_column(String(1))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+    patient_ids: Mapped[list[Any] | None] = mapped_column(JSON)
+    report_text: Mapped[str | None] = mapped_column(Text)
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="SET NULL"), index=True
+    )
+    report_id: Mapped[int | None] = mapped_column(ForeignKey("reports.id", ondelete="SET NULL"))
+    received_at: Mapped[datetime] = _ts(default=utcnow)
+    matched_at: Mapped[datetime | None] = _ts()
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
@@ -297,3 +344,36 @@ class WorkerHeartbeat(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = _ts(default=utcnow)
     last_seen_at: Mapped[datetime] = _ts(default=utcnow, index=True)
+
+
+class GroundingRecord(Base):
+    """One grounding attempt of a check: the boxes for one finding (original film pixels), how
+    they were made, its outcome, and the relevance map as a heat-map PNG (unverified AI output)."""
+
+    __tablename__ = "groundings"
+    __table_args__ = (
+        UniqueConstraint("check_job_id", "position", name="uq_groundings_job_position"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    check_job_id: Mapped[int] = mapped_column(
+        ForeignKey("check_jobs.id", ondelete="CASCADE"), index=True
+    )
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    question: Mapped[str] = mapped_column(Text)
+    boxes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    statistics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    side: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    film_width: Mapped[int | None] = mapped_column(Integer)
+    film_height: Mapped[int | None] = mapped_column(Integer)
+    map_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[datetime] = _ts(default=utcnow)
+
+    job: Mapped[CheckJob] = relationship(back_populates="groundings")

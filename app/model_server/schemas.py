@@ -81,6 +81,11 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "radcheck"
+    capabilities: list[str] = Field(
+        default_factory=list,
+        description="RadCheck extension: 'boxes' when the served model answers bounding boxes "
+        "(LOCALISE_FINDING); clients offer box prompts only then.",
+    )
 
 
 class ModelList(BaseModel):

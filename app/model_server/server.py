@@ -199,7 +199,10 @@ def create_model_server(
 
     @app.get("/v1/models", response_model=ModelList)
     def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=served_name, created=created)])
+        capabilities = ["boxes"] if runtime.supports_boxes else []
+        return ModelList(
+            data=[ModelCard(id=served_name, created=created, capabilities=capabilities)]
+        )
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse)
     def chat_completions(request: ChatCompletionRequest) -> ChatCompletionResponse:

@@ -7,7 +7,7 @@ import logging
 import dicom_io
 from app.services.pipeline import CheckPipeline
 from app.settings import ModelBackend, Settings
-from medvlm.checking import Checker
+from medvlm.checking import Checker, CheckerConfig
 from medvlm.runtime import Backend, DType, Quantization, RuntimeConfig, build_runtime
 from medvlm.runtime.base import VisionLanguageRuntime
 
@@ -50,4 +50,10 @@ def build_pipeline(settings: Settings) -> CheckPipeline:
         if settings.ingest.selection_rules
         else None
     )
-    return CheckPipeline(checker=Checker(runtime=runtime), runtime=runtime, selection_rules=rules)
+    config = CheckerConfig(
+        max_grounding_calls=settings.model.max_grounding_calls,
+        grounding_method=settings.model.grounding_method,
+    )
+    return CheckPipeline(
+        checker=Checker(runtime=runtime, config=config), runtime=runtime, selection_rules=rules
+    )

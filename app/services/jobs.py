@@ -32,6 +32,7 @@ from app.db.models import (
 from app.services import audit
 from app.services.clock import db_now
 from app.services.errors import ConflictError, NotFoundError
+from app.services.groundings import link_boxes, store_groundings
 from app.services.pipeline import CandidateImage, JobInputs, PipelineResult
 from app.services.reports import parsed_from_row
 
@@ -266,6 +267,7 @@ def complete_job(session: Session, *, job_id: int, worker_id: str, result: Pipel
         logger.warning("job %s: lease lost before completion; result discarded", job_id)
         return False
     session.execute(delete(Flag).where(Flag.check_job_id == job.id))
+    grounding_ids = store_groundings(session, job, result.groundings)
     seen: set[str] = set()
     for flag in result.flags:
         if flag.key in seen:
@@ -287,7 +289,7 @@ def complete_job(session: Session, *, job_id: int, worker_id: str, result: Pipel
                 span_start=flag.start,
                 span_end=flag.end,
                 confidence=float(flag.confidence),
-                evidence=dict(flag.evidence),
+                evidence=link_boxes(dict(flag.evidence), job.id, grounding_ids),
             )
         )
     now = db_now(session)

@@ -17,7 +17,7 @@ from typing import Any
 
 import dicom_io
 from app.services.errors import CheckIncompleteError, LeaseLostError
-from medvlm.checking import Checker, Flag, HeaderFacts
+from medvlm.checking import Checker, FilmContext, Flag, Grounding, HeaderFacts
 from medvlm.reports import ParsedReport
 from medvlm.runtime.base import VisionLanguageRuntime
 
@@ -57,6 +57,7 @@ class PipelineResult:
     selection: dict[str, Any]
     provenance: dict[str, Any]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    groundings: list[Grounding] = field(default_factory=list)
 
 
 _HEADER_FIELDS = {f.name for f in dataclasses.fields(HeaderFacts)}
@@ -123,7 +124,15 @@ class CheckPipeline:
             timings["render"] = (time.perf_counter() - t0) * 1000
         self._stop_if(should_stop, inputs, "check")
         t0 = time.perf_counter()
-        result = self.checker.check(inputs.report, header=header, image=image)
+        film = (
+            FilmContext.from_header(
+                chosen.attributes.get("PatientOrientation"),
+                chosen.attributes.get("ViewPosition") or (header.view_position if header else None),
+            )
+            if chosen is not None
+            else None
+        )
+        result = self.checker.check(inputs.report, header=header, image=image, film=film)
         timings["check"] = (time.perf_counter() - t0) * 1000
         failed = [answer.error for answer in result.model_answers if answer.error]
         if failed:
@@ -143,9 +152,19 @@ class CheckPipeline:
             "model_output": "unverified AI output: must be reviewed by a radiologist",
             "model_answers": [answer.to_dict() for answer in result.model_answers],
             "unparseable_answers": result.unparseable_answers,
+            "grounding": dict(result.grounding),
         }
         if self.runtime is None:
             provenance["model"] = {"backend": "none"}
+            provenance["grounding"] = {
+                "status": "skipped",
+                "reason": "no model backend (RADCHECK_MODEL__BACKEND=none): no boxes are drawn",
+            }
+        elif chosen is None and result.grounding.get("status") == "skipped":
+            provenance["grounding"] = {
+                **result.grounding,
+                "reason": "no usable image in the study (see selection): nothing to ground findings in",
+            }
         return PipelineResult(
             flags=list(result.flags),
             verdict_simple=str(result.verdict_simple),
@@ -153,4 +172,5 @@ class CheckPipeline:
             selection=decision.to_dict(),
             provenance=provenance,
             timings_ms=timings,
+            groundings=list(result.groundings),
         )

@@ -12,7 +12,13 @@ from app.services import audit
 from app.services.errors import InvalidInputError, NotFoundError
 from medvlm.reports import ParsedReport, parse_report
 
-__all__ = ["ReportSubmission", "parsed_from_row", "submit_report"]
+__all__ = [
+    "ReportSections",
+    "ReportSubmission",
+    "parsed_from_row",
+    "submit_report",
+    "validate_submission",
+]
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,18 @@ class ReportSubmission:
     technique: str | None = None
     text: str | None = None
     accession_number: str | None = None
+    result_status: str | None = None  # HL7 P, F, C or X (None: not given)
+
+
+@dataclass(frozen=True)
+class ReportSections:
+    """The sections a report version stores, after validation."""
+
+    findings: str | None
+    impression: str | None
+    indication: str | None
+    comparison: str | None
+    technique: str | None
 
 
 def _section_text(parsed: ParsedReport, name: str) -> str | None:
@@ -35,19 +53,11 @@ def _section_text(parsed: ParsedReport, name: str) -> str | None:
     return None
 
 
-def submit_report(
-    session: Session, *, study_uid: str, submission: ReportSubmission, actor: str
-) -> Report:
-    """Store a new version of the study's report."""
-    query = select(Study).where(Study.study_instance_uid == study_uid)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()  # serialises version numbering per study
-    study = session.scalar(query)
-    if study is None:
-        raise NotFoundError(
-            f"No study with StudyInstanceUID {study_uid!r}: upload its images first "
-            "(POST /api/v1/instances), then submit the report."
-        )
+def validate_submission(submission: ReportSubmission) -> ReportSections:
+    """The report's sections, or ``InvalidInputError`` naming what is wrong and how to fix it.
+
+    The one set of rules for every report door (the JSON API, HL7 ORU^R01, file import).
+    """
     has_sections = any((v or "").strip() for v in (submission.findings, submission.impression))
     if submission.text is not None and has_sections:
         raise InvalidInputError(
@@ -75,6 +85,23 @@ def submit_report(
         raise InvalidInputError(
             "The report has neither 'findings' nor 'impression' nor 'text': send at least one."
         )
+    return ReportSections(findings, impression, indication, comparison, technique)
+
+
+def submit_report(
+    session: Session, *, study_uid: str, submission: ReportSubmission, actor: str
+) -> Report:
+    """Store a new version of the study's report."""
+    query = select(Study).where(Study.study_instance_uid == study_uid)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()  # serialises version numbering per study
+    study = session.scalar(query)
+    if study is None:
+        raise NotFoundError(
+            f"No study with StudyInstanceUID {study_uid!r}: upload its images first "
+            "(POST /api/v1/instances), then submit the report."
+        )
+    sections = validate_submission(submission)
     version = (
         session.scalar(select(func.max(Report.version)).where(Report.study_id == study.id)) or 0
     ) + 1
@@ -82,12 +109,13 @@ def submit_report(
         study_id=study.id,
         accession_number=submission.accession_number or study.accession_number,
         version=version,
-        findings=findings,
-        impression=impression,
-        indication=indication,
-        comparison=comparison,
-        technique=technique,
+        findings=sections.findings,
+        impression=sections.impression,
+        indication=sections.indication,
+        comparison=sections.comparison,
+        technique=sections.technique,
         raw_text=submission.text,
+        result_status=submission.result_status,
         submitted_by=actor,
     )
     session.add(report)
@@ -99,7 +127,7 @@ def submit_report(
         study_id=study.id,
         object_type="report",
         object_id=report.id,
-        details={"version": version},
+        details={"version": version, "result_status": submission.result_status},
     )
     return report
 

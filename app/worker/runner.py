@@ -18,6 +18,7 @@ from app.services.clock import db_now
 from app.services.errors import LeaseLostError
 from app.services.ingest import mark_complete_studies
 from app.services.pipeline import CheckPipeline
+from app.services.report_intake import match_waiting_reports
 
 __all__ = ["Worker"]
 
@@ -37,6 +38,7 @@ class Worker:
         poll_interval_s: float,
         quiet_period_s: float,
         worker_id: str | None = None,
+        max_attempts: int = 3,
     ) -> None:
         self.db = db
         self._pipeline_factory = pipeline_factory
@@ -47,6 +49,7 @@ class Worker:
         self.quiet_period = timedelta(seconds=quiet_period_s)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._last_heartbeat = 0.0
+        self.max_attempts = max_attempts
         self.stop_event = threading.Event()
 
     @property
@@ -77,8 +80,14 @@ class Worker:
                 self.stop_event.wait(self.poll_interval_s)
         logger.info("worker %s stopped", self.worker_id)
 
+    def match_reports(self) -> int:
+        """Attach reports that were waiting for their study (HL7 intake) and queue their checks."""
+        with self.db.session() as session:
+            return match_waiting_reports(session, max_attempts=self.max_attempts)
+
     def run_once(self) -> bool:
         """Claim and process at most one job; returns True if one was processed."""
+        self.match_reports()
         with self.db.session() as session:
             job_id = jobs.claim_next(
                 session,

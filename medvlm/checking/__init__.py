@@ -1,6 +1,7 @@
 """Report error checking: text and header rules, model checks, fusion into explainable flags."""
 
 from medvlm.checking.checker import RULESET_VERSION, Checker
+from medvlm.checking.grounding import FilmContext, Grounding
 from medvlm.checking.types import (
     CheckerConfig,
     CheckerConfigError,
@@ -20,7 +21,9 @@ __all__ = [
     "CheckerConfigError",
     "CheckerError",
     "CheckerInputError",
+    "FilmContext",
     "Flag",
+    "Grounding",
     "HeaderFacts",
     "ModelAnswer",
 ]

@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medvlm.checking.fusion import FUSION_VERSION, apply_severity_policy, merge_flags, verdicts
+from medvlm.checking.grounding import FilmContext
 from medvlm.checking.header_rules import HEADER_RULESET_VERSION, HeaderRules
 from medvlm.checking.model_checks import ModelCheckOutcome, ModelChecks
 from medvlm.checking.text_rules import TEXT_RULESET_VERSION, TextRules, items_of
@@ -82,8 +83,14 @@ class Checker:
         report: ParsedReport,
         header: HeaderFacts | None = None,
         image: NDArray[np.uint8] | None = None,
+        *,
+        film: FilmContext | None = None,
     ) -> CheckResult:
-        """Run every enabled check on one report and fuse the flags."""
+        """Run every enabled check on one report and fuse the flags.
+
+        ``film`` (PatientOrientation, view) tells grounding which side of the film is the
+        patient's right; without it the usual frontal display is assumed and recorded.
+        """
         t_start = time.perf_counter()
         if not isinstance(report, ParsedReport):
             raise CheckerInputError(
@@ -110,7 +117,9 @@ class Checker:
         provenance = dict(self._static_provenance)
         if self._runtime is not None and self._config.model_checks:
             t = time.perf_counter()
-            outcome = self._model.run(self._runtime, report, image, items_of(report))
+            if film is None and header is not None:
+                film = FilmContext(view_position=header.view_position)
+            outcome = self._model.run(self._runtime, report, image, items_of(report), film)
             flags.extend(outcome.flags)
             timings["model_ms"] = (time.perf_counter() - t) * 1000.0
             provenance["runtime"] = dict(self._runtime.provenance())
@@ -123,6 +132,12 @@ class Checker:
             outcome.complex,
             self._config.use_model_verdict,
         )
+        grounding = dict(outcome.grounding) or {
+            "status": "skipped",
+            "reason": "no model backend: grounding needs a model"
+            if self._runtime is None
+            else "model checks are off",
+        }
         provenance["verdict_reason"] = reason
         provenance["sections"] = [name.value for name in report.sections]
         if SectionName.FINDINGS not in report.sections:
@@ -138,6 +153,8 @@ class Checker:
             model_answers=tuple(outcome.answers),
             provenance=provenance,
             timings_ms=timings,
+            groundings=tuple(outcome.groundings),
+            grounding=grounding,
         )
 
 

@@ -74,6 +74,11 @@ def merge_flags(flags: Iterable[Flag]) -> list[Flag]:
             for f in group
         ]
         evidence = {**best.evidence, "merged": sources}
+        for key in ("boxes", "grounding"):  # a model's box survives a merge with a rule's flag
+            if key not in evidence:
+                carrier = next((f for f in group if key in f.evidence), None)
+                if carrier is not None:
+                    evidence[key] = carrier.evidence[key]
         severity = max((f.severity for f in group), key=lambda s: _RANK[s])
         merged.append(
             replace(best, confidence=round(1.0 - miss, 4), evidence=evidence, severity=severity)

@@ -13,8 +13,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medvlm.checking.evidence import Item, make_flag
+from medvlm.checking.grounding import (
+    FilmContext,
+    Grounding,
+    RelevanceRuntime,
+    attach_grounding,
+    ground_findings,
+    side_flags,
+)
 from medvlm.checking.types import CheckerConfig, Flag, ModelAnswer
 from medvlm.errors import MedVLMError
+from medvlm.grounding import FilmBox, box_side
 from medvlm.prompts.checking import (
     COMPLEX_CHOICES,
     COMPLEX_ERROR_CHECK,
@@ -51,6 +60,8 @@ class ModelCheckOutcome:
     answers: list[ModelAnswer] = field(default_factory=list)
     simple: str | None = None
     complex: str | None = None
+    groundings: list[Grounding] = field(default_factory=list)
+    grounding: dict[str, object] = field(default_factory=dict)
 
     @property
     def unparseable(self) -> int:
@@ -76,9 +87,11 @@ class ModelChecks:
         report: ParsedReport,
         image: NDArray[np.uint8] | None,
         items: list[Item],
+        film: FilmContext | None = None,
     ) -> ModelCheckOutcome:
         out = ModelCheckOutcome()
         cfg = self._config
+        film = film if film is not None else FilmContext()
         findings = report.text_of(SectionName.FINDINGS) or report.text_of(SectionName.IMPRESSION)
         if findings and cfg.simple_prompt:
             answer = self._ask(
@@ -109,8 +122,57 @@ class ModelChecks:
         if cfg.verify_findings and cfg.max_verify_prompts > 0:
             self._verify(runtime, image, items, out)
         if image is not None and cfg.localise_findings and runtime.supports_boxes:
-            self._localise(runtime, image, items, out)
+            self._localise(runtime, image, items, out, film)
+        self._ground(runtime, image, items, out, film)
         return out
+
+    def _ground(
+        self,
+        runtime: VisionLanguageRuntime,
+        image: NDArray[np.uint8] | None,
+        items: list[Item],
+        out: ModelCheckOutcome,
+        film: FilmContext,
+    ) -> None:
+        """Relevance-map boxes (bounded), side flags, boxes attached to flags and answers."""
+        cfg = self._config
+        relevance = isinstance(runtime, RelevanceRuntime)
+        summary: dict[str, object] = {
+            "method": cfg.grounding_method if relevance else None,
+            "max_grounding_calls": cfg.max_grounding_calls,
+            "box_native": bool(runtime.supports_boxes and cfg.localise_findings),
+        }
+        reason: str | None = None
+        if not cfg.grounding or cfg.max_grounding_calls == 0:
+            reason = "grounding is off (max_grounding_calls 0)"
+        elif image is None:
+            reason = "no usable image: nothing to ground findings in"
+        elif not relevance:
+            reason = (
+                f"the model backend ({runtime.model_id}) computes no relevance maps (a remote "
+                "endpoint returns text only)"
+            )
+        if reason is None and image is not None and isinstance(runtime, RelevanceRuntime):
+            start = len(out.groundings)
+            grounded = ground_findings(
+                runtime, self._kb, image, items, out.flags, cfg, film, start_index=start
+            )
+            out.groundings.extend(grounded)
+            out.flags.extend(side_flags(grounded, self._kb, items, cfg))
+            summary["status"] = "ran"
+            summary["attempts"] = len(grounded)
+            summary["failed"] = sum(1 for g in grounded if g.status == "failed")
+            summary["with_boxes"] = sum(1 for g in grounded if g.boxes)
+        elif out.groundings:
+            summary["status"] = "ran"
+            summary["attempts"] = len(out.groundings)
+            summary["relevance_skipped"] = reason
+        else:
+            summary["status"] = "skipped"
+            summary["reason"] = reason
+        out.grounding = summary
+        if out.groundings:
+            out.flags, out.answers = attach_grounding(out.flags, out.answers, out.groundings)
 
     def _ask(
         self,
@@ -376,7 +438,9 @@ class ModelChecks:
         image: NDArray[np.uint8],
         items: list[Item],
         out: ModelCheckOutcome,
+        film: FilmContext,
     ) -> None:
+        """Box-native models: ``LOCALISE_FINDING`` answers a box in fractions of the film sent."""
         height, width = int(image.shape[0]), int(image.shape[1])
         conf = self._config.model_flag_confidence
         for item in self._targets(items):
@@ -401,12 +465,41 @@ class ModelChecks:
             box = parse_box_answer(answer.raw_text) if answer.parsed not in (None, "none") else None
             if not isinstance(box, Box):
                 continue
-            # Frontal films are displayed in the anatomical position: the patient's right is on the
-            # viewer's left. A box clearly on the other half contradicts the reported side.
-            box_side = (
-                Side.RIGHT if box.centre_x < 0.45 else Side.LEFT if box.centre_x > 0.55 else None
+            pixels = box.to_pixels(width, height)
+            film_box = FilmBox(
+                box=(float(pixels[0]), float(pixels[1]), float(pixels[2]), float(pixels[3])),
+                label=entry.name,
+                mass_fraction=1.0,
+                area_fraction=(box.x2 - box.x1) * (box.y2 - box.y1),
             )
-            if box_side is None or box_side is side:
+            # Frontal films are displayed in the anatomical position: the patient's right is on the
+            # viewer's left (unless PatientOrientation says the film is flipped). A box clearly on
+            # the other half contradicts the reported side.
+            reading = box_side(
+                film_box.box,
+                width,
+                patient_orientation=film.patient_orientation,
+                view_position=film.view_position,
+            )
+            grounding = Grounding(
+                index=len(out.groundings),
+                target=entry.id,
+                label=entry.name,
+                source="model",
+                method="localise_finding",
+                status="ok",
+                question=render_localise(entry),
+                prompt_id=LOCALISE_FINDING.id,
+                prompt_version=LOCALISE_FINDING.version,
+                boxes=(film_box,),
+                statistics={"box_normalised": [box.x1, box.y1, box.x2, box.y2]},
+                side=reading,
+                film_size=(width, height),
+                timings_ms=dict(answer.timings_ms),
+            )
+            out.groundings.append(grounding)
+            box_side_ = None if reading.side is None else Side(reading.side)
+            if box_side_ is None or box_side_ is side:
                 continue
             out.flags.append(
                 make_flag(
@@ -417,7 +510,7 @@ class ModelChecks:
                     confidence=conf,
                     item=item,
                     message=(
-                        f"The model locates {entry.name} on the patient's {box_side.value} side "
+                        f"The model locates {entry.name} on the patient's {box_side_.value} side "
                         f"of the image; {item.where()} says {side.value}."
                     ),
                     extra={
@@ -425,7 +518,9 @@ class ModelChecks:
                         "prompt_version": LOCALISE_FINDING.version,
                         "model_answer": answer.raw_text,
                         "box_normalised": [box.x1, box.y1, box.x2, box.y2],
-                        "box_pixels": box.to_pixels(width, height),
+                        "box_pixels": pixels,
+                        "boxes": grounding.box_evidence(),
+                        "grounding": grounding.evidence(),
                         "ai_generated": True,
                     },
                 )

@@ -231,6 +231,8 @@ class ModelAnswer:
     parsed: str | None
     error: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
+    """Extra evidence about the answer (the boxes of its finding, when grounded)."""
 
     @property
     def parseable(self) -> bool:
@@ -247,6 +249,7 @@ class ModelAnswer:
             "error": self.error,
             "timings_ms": self.timings_ms,
             "ai_generated": True,
+            **({"evidence": self.evidence} if self.evidence else {}),
         }
 
 
@@ -261,6 +264,10 @@ class CheckResult:
     model_answers: tuple[ModelAnswer, ...]
     provenance: dict[str, Any]
     timings_ms: dict[str, float]
+    groundings: tuple[Any, ...] = ()
+    """:class:`medvlm.checking.grounding.Grounding` records (boxes, maps), in order."""
+    grounding: dict[str, Any] = field(default_factory=dict)
+    """What grounding did for this check: ``status`` (``ran`` or ``skipped``) and why."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -271,6 +278,8 @@ class CheckResult:
             "model_answers": [a.to_dict() for a in self.model_answers],
             "provenance": self.provenance,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "grounding": self.grounding,
+            "groundings": [g.to_dict() for g in self.groundings],
             "disclaimer": "Automated check (unverified): a radiologist must review every flag.",
         }
 
@@ -289,6 +298,10 @@ class CheckerConfig:
     verify_findings: bool = True
     localise_findings: bool = True
     max_verify_prompts: int = 8
+    grounding: bool = True
+    max_grounding_calls: int = 4
+    grounding_method: str = "gradient_x_input"
+    grounding_threshold: float = 0.5
     max_new_tokens: int = 256
     verdict_threshold: float = 0.5
     model_flag_confidence: float = 0.4
@@ -298,6 +311,20 @@ class CheckerConfig:
         if not 0 <= self.max_verify_prompts <= 64:
             raise CheckerConfigError(
                 f"max_verify_prompts {self.max_verify_prompts} outside 0..64; each costs one generation"
+            )
+        if not 0 <= self.max_grounding_calls <= 32:
+            raise CheckerConfigError(
+                f"max_grounding_calls {self.max_grounding_calls} outside 0..32; each costs about "
+                "three forward passes (gradient x input) or one per occluded patch (occlusion)"
+            )
+        if self.grounding_method not in ("gradient_x_input", "occlusion"):
+            raise CheckerConfigError(
+                f"grounding_method {self.grounding_method!r} is not 'gradient_x_input' or 'occlusion'"
+            )
+        if not 0.0 < self.grounding_threshold < 1.0:
+            raise CheckerConfigError(
+                f"grounding_threshold {self.grounding_threshold} outside (0, 1): a fraction of "
+                "the relevance map's peak"
             )
         if not 1 <= self.max_new_tokens <= 4096:
             raise CheckerConfigError(f"max_new_tokens {self.max_new_tokens} outside 1..4096")

@@ -13,6 +13,7 @@ from medvlm.runtime.errors import CheckpointConfigError, CheckpointError
 
 __all__ = [
     "CheckpointInfo",
+    "declared_capabilities",
     "read_checkpoint_config",
     "validate_image_token",
     "weights_sha256",
@@ -177,3 +178,18 @@ def weights_sha256(model_dir: Path) -> str:
                 inner.update(chunk)
         outer.update(f"{path.name}\t{inner.hexdigest()}\n".encode())
     return outer.hexdigest()
+
+
+def declared_capabilities(model_dir: Path) -> frozenset[str]:
+    """Capabilities a checkpoint declares in ``radcheck_model.json`` (``"capabilities"``: a list
+    of names, e.g. ``["boxes"]`` for a model trained to answer bounding boxes); none by default."""
+    meta = Path(model_dir) / "radcheck_model.json"
+    if not meta.is_file():
+        return frozenset()
+    try:
+        value = json.loads(meta.read_text(encoding="utf-8")).get("capabilities")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return frozenset()
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(str(v) for v in value)

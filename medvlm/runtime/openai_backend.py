@@ -66,6 +66,8 @@ class OpenAIRuntime:
             transport=transport,
         )
         self._server_provenance: dict[str, str] = {}
+        self._capabilities: frozenset[str] | None = None
+        self._capabilities_note = "not asked yet"
 
     @classmethod
     def from_config(cls, config: RuntimeConfig) -> OpenAIRuntime:
@@ -89,7 +91,45 @@ class OpenAIRuntime:
 
     @property
     def supports_boxes(self) -> bool:
-        return False
+        """True when the endpoint's ``GET /models`` lists this model with the ``boxes``
+        capability (RadCheck's model server advertises it for box-native checkpoints). Asked once;
+        an endpoint that cannot say is taken as not box-native, and the provenance records why."""
+        return "boxes" in self.capabilities()
+
+    def capabilities(self) -> frozenset[str]:
+        """What the endpoint declares for this model (asked once, then cached)."""
+        if self._capabilities is None:
+            self._capabilities = self._ask_capabilities()
+        return self._capabilities
+
+    def _ask_capabilities(self) -> frozenset[str]:
+        try:
+            response = self._client.get("models")
+        except httpx.HTTPError as exc:
+            self._capabilities_note = f"GET /models failed: {type(exc).__name__}"
+            return frozenset()
+        if response.status_code >= 400:
+            self._capabilities_note = f"GET /models answered HTTP {response.status_code}"
+            return frozenset()
+        try:
+            cards = response.json().get("data")
+        except (ValueError, AttributeError):
+            cards = None
+        if not isinstance(cards, list):
+            self._capabilities_note = "GET /models answered without a data list"
+            return frozenset()
+        for card in cards:
+            if isinstance(card, dict) and card.get("id") == self._model:
+                declared = card.get("capabilities")
+                values = (
+                    frozenset(str(v) for v in declared)
+                    if isinstance(declared, list)
+                    else frozenset()
+                )
+                self._capabilities_note = "declared by the endpoint"
+                return values
+        self._capabilities_note = f"GET /models does not list {self._model!r}"
+        return frozenset()
 
     def provenance(self) -> dict[str, str]:
         out = {
@@ -98,6 +138,9 @@ class OpenAIRuntime:
             "endpoint": self._base_url,
             "generation": json.dumps({"temperature": 0.0}, sort_keys=True),
         }
+        if self._capabilities is not None:
+            out["capabilities"] = json.dumps(sorted(self._capabilities))
+            out["capabilities_source"] = self._capabilities_note
         for key, value in self._server_provenance.items():
             out.setdefault(key, value)
         return out

@@ -22,6 +22,7 @@ from medvlm.prompts.conversation import VICUNA_V1, ConversationTemplate, splice_
 from medvlm.runtime.base import GenerationResult
 from medvlm.runtime.checkpoint import (
     CheckpointInfo,
+    declared_capabilities,
     read_checkpoint_config,
     validate_image_token,
     weights_sha256,
@@ -103,6 +104,7 @@ class TransformersRuntime:
         )
         info = read_checkpoint_config(self._dir)
         self._info: CheckpointInfo = info
+        self._capabilities = declared_capabilities(self._dir)
         self._placement: Placement = resolve_placement(
             device, DType(dtype), Quantization(quantization)
         )
@@ -181,7 +183,36 @@ class TransformersRuntime:
 
     @property
     def supports_boxes(self) -> bool:
-        return False
+        """True only for a checkpoint that declares it answers boxes (``radcheck_model.json``
+        ``"capabilities": ["boxes"]``, a grounding model); LLaVA-Rad does not."""
+        return "boxes" in self._capabilities
+
+    def relevance(
+        self,
+        image: NDArray[np.uint8],
+        instruction: str,
+        *,
+        method: str = "gradient_x_input",
+    ) -> Any:
+        """Where in ``image`` the model's "yes" to ``instruction`` comes from: a
+        :class:`medvlm.grounding.Relevance` on the original film (training-free)."""
+        from medvlm.grounding.llava import LlavaGroundingInputs, llava_relevance
+
+        inputs = LlavaGroundingInputs(
+            model=self._model,
+            tokenizer=self._tokenizer,
+            template=self._template,
+            processor_config=self._processor_config,
+            slicing=self._slicing.enabled,
+            token_budget=self._slicing.token_budget,
+            policy=self._slicing.policy,
+            newline_id=self._newline_id,
+            comma_id=self._comma_id,
+            image_token_id=self._info.image_token_id,
+            device=self._placement.device,
+            dtype=self._placement.dtype,
+        )
+        return llava_relevance(inputs, image, instruction, method=method)
 
     @property
     def tokenizer(self) -> Any:

@@ -27,7 +27,12 @@ def compose_command() -> list[str] | None:
 def test_topology() -> None:
     spec: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
     services = spec["services"]
-    assert set(services) == {"db", "api", "worker"}
+    assert set(services) >= {"db", "api", "worker", "hl7"}
+    assert services["hl7"]["command"][:2] == ["hl7", "listen"]
+    assert (
+        "RADCHECK_HL7__ALLOWED_PEERS:?"
+        in services["hl7"]["environment"]["RADCHECK_HL7__ALLOWED_PEERS"]
+    )
     assert "healthcheck" in services["db"] and "pgdata" in spec["volumes"]
     assert services["api"]["command"][:2] == ["serve", "--migrate"]
     assert services["api"]["depends_on"]["db"]["condition"] == "service_healthy"
@@ -44,7 +49,12 @@ def test_compose_config_validates() -> None:
     command = compose_command()
     if command is None:
         pytest.skip("no Docker Compose client on this machine (.ci/run installs docker-compose)")
-    env = {**os.environ, "POSTGRES_PASSWORD": "example", "RADCHECK_MODEL_DIR": "/srv/models"}
+    env = {
+        **os.environ,
+        "POSTGRES_PASSWORD": "example",
+        "RADCHECK_MODEL_DIR": "/srv/models",
+        "RADCHECK_HL7__ALLOWED_PEERS": '["10.1.2.3/32"]',
+    }
     ok = subprocess.run(
         [*command, "-f", str(COMPOSE), "config"],
         capture_output=True,

@@ -13,6 +13,7 @@ from app.api.schemas import (
     MAX_ID,
     CheckOut,
     FlagOut,
+    GroundingOut,
     ImageOut,
     ReportIn,
     ReportOut,
@@ -20,8 +21,10 @@ from app.api.schemas import (
     StudyPage,
     StudySummary,
     UidPath,
+    boxes_of,
 )
-from app.db.models import CheckJob, Study, StudyStatus
+from app.db.models import CheckJob, GroundingRecord, Study, StudyStatus
+from app.services.groundings import heatmap_url
 from app.services.queries import StudyFilter, get_study, list_studies
 from app.services.reports import ReportSubmission, submit_report
 
@@ -34,10 +37,21 @@ def check_out(job: CheckJob) -> CheckOut:
     out = CheckOut.model_validate(job)
     out.flags = [
         FlagOut.model_validate(flag).model_copy(
-            update={"verification_status": "reviewed" if flag.reviews else "unverified"}
+            update={
+                "verification_status": "reviewed" if flag.reviews else "unverified",
+                "boxes": boxes_of(flag.evidence),
+            }
         )
         for flag in job.flags
     ]
+    out.groundings = [grounding_out(g) for g in job.groundings]
+    return out
+
+
+def grounding_out(row: GroundingRecord) -> GroundingOut:
+    out = GroundingOut.model_validate(row)
+    if row.status != "failed" and row.source == "relevance":
+        out.heatmap_url = heatmap_url(row.check_job_id, row.id)
     return out
 
 
