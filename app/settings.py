@@ -323,6 +323,64 @@ class ApiSettings(BaseModel):
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
 
 
+class AuthSettings(BaseModel):
+    """People logging in: sessions, lock-out, and (production) an OIDC identity provider."""
+
+    session_ttl_s: Annotated[float, Field(gt=0)] = Field(
+        default=8 * 3600, description="A login session ends this many seconds after login."
+    )
+    idle_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=30 * 60, description="A session unused for this long ends."
+    )
+    max_failed_logins: Annotated[int, Field(ge=1)] = Field(
+        default=5, description="Consecutive failed logins that lock an account."
+    )
+    lockout_s: Annotated[float, Field(gt=0)] = Field(
+        default=15 * 60, description="How long a locked account stays locked."
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OIDC issuer whose ID tokens the API accepts as Bearer tokens (e.g. "
+        "https://login.example.org/realms/radiology). Users still need a local account.",
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="The client id the ID token must be issued to."
+    )
+    oidc_jwks_url: str | None = Field(
+        default=None, description="The issuer's JWKS URL (default: <issuer>/.well-known/jwks.json)."
+    )
+    oidc_username_claim: str = Field(
+        default="preferred_username", description="Claim matched to a local username."
+    )
+
+    @field_validator("oidc_issuer", "oidc_jwks_url")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL, e.g. https://login.example.org/realms/x")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> AuthSettings:
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError(
+                "oidc_issuer needs RADCHECK_AUTH__OIDC_AUDIENCE (the client id tokens are issued to)"
+            )
+        return self
+
+
+class UiSettings(BaseModel):
+    """The Streamlit dashboard."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 8501
+    api_url: str | None = Field(
+        default=None,
+        description="The API the dashboard calls (default: http://<api host>:<api port>/api/v1).",
+    )
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+
+
 class Hl7Settings(BaseModel):
     """The HL7 v2 report listener (`radcheck hl7 listen`) and file import."""
 
@@ -379,6 +437,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     model: ModelSettings = ModelSettings()
     api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
+    ui: UiSettings = UiSettings()
     hl7: Hl7Settings = Hl7Settings()
     pacs: PacsSettings = PacsSettings()
     listener: ListenerSettings = ListenerSettings()

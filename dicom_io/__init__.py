@@ -17,7 +17,7 @@ from dicom_io.errors import (
 )
 from dicom_io.header import SELECTION_KEYWORDS
 from dicom_io.instance import DicomInstance, Eligibility, HeaderFacts, InstanceKind, JSONValue
-from dicom_io.pixels import RenderedImage, read_and_render, render
+from dicom_io.pixels import PercentileWindow, RenderedImage, Window, read_and_render, render
 from dicom_io.reader import read_instance
 from dicom_io.selection import (
     CandidateReason,
@@ -43,6 +43,7 @@ __all__ = [
     "MissingElementError",
     "NotDicomError",
     "NotEligibleError",
+    "PercentileWindow",
     "RenderedImage",
     "SelectionCandidate",
     "SelectionDecision",
@@ -50,6 +51,7 @@ __all__ = [
     "SelectionRulesError",
     "TruncatedFileError",
     "UnsupportedTransferSyntaxError",
+    "Window",
     "group_by_study",
     "read_and_render",
     "read_instance",

@@ -259,8 +259,14 @@ def _file_window(ds: Dataset) -> tuple[Window | None, str | None]:
     return Window(center, width, function, source="file"), None
 
 
-def build_pipeline(ds: Dataset, notes: list[str]) -> list[PixelTransform]:
-    """The transforms for ``ds``, chosen from its header; notes fallbacks in ``notes``."""
+def build_pipeline(
+    ds: Dataset, notes: list[str], voi: Window | PercentileWindow | None = None
+) -> list[PixelTransform]:
+    """The transforms for ``ds``, chosen from its header; notes fallbacks in ``notes``.
+
+    ``voi`` replaces the file's VOI LUT or window (a reader's window/level choice); the modality LUT
+    and MONOCHROME1 inversion still apply, so the values it names are modality values.
+    """
     photometric = (text_value(ds, "PhotometricInterpretation") or "").upper()
     steps: list[PixelTransform] = []
     monochrome = photometric in {"MONOCHROME1", "MONOCHROME2"}
@@ -271,7 +277,9 @@ def build_pipeline(ds: Dataset, notes: list[str]) -> list[PixelTransform]:
         return steps
     steps.append(ModalityLUT(ds))
     voi_seq = ds.get("VOILUTSequence")
-    if voi_seq and "LUTDescriptor" in voi_seq[0] and "LUTData" in voi_seq[0]:
+    if voi is not None:
+        steps.append(voi)
+    elif voi_seq and "LUTDescriptor" in voi_seq[0] and "LUTData" in voi_seq[0]:
         steps.append(VOILUTFromFile(ds))
     else:
         window, problem = _file_window(ds)
@@ -305,7 +313,9 @@ def pixel_spacing(ds: Dataset, notes: list[str]) -> tuple[float, float] | None:
     return None
 
 
-def render_parsed(parsed: ParsedInstance) -> RenderedImage:
+def render_parsed(
+    parsed: ParsedInstance, voi: Window | PercentileWindow | None = None
+) -> RenderedImage:
     """Decode and render an already parsed (``full=True``) image instance."""
     instance = parsed.instance
     if instance.kind is not InstanceKind.IMAGE:
@@ -316,7 +326,7 @@ def render_parsed(parsed: ParsedInstance) -> RenderedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom's warnings quote element values (PHI)
-            return _render(parsed)
+            return _render(parsed, voi)
     except DicomIOError:
         raise
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
@@ -329,7 +339,7 @@ def render_parsed(parsed: ParsedInstance) -> RenderedImage:
         ) from exc
 
 
-def _render(parsed: ParsedInstance) -> RenderedImage:
+def _render(parsed: ParsedInstance, voi: Window | PercentileWindow | None = None) -> RenderedImage:
     instance = parsed.instance
     ds = parsed.dataset
     arr = decode_pixels(ds)
@@ -344,7 +354,7 @@ def _render(parsed: ParsedInstance) -> RenderedImage:
             "dtype": str(arr.dtype),
         }
     ]
-    for transform in build_pipeline(ds, notes):
+    for transform in build_pipeline(ds, notes, voi):
         arr, record = transform(arr)
         records.append(record)
     image = np.ascontiguousarray(arr, dtype=np.float32)
@@ -361,13 +371,15 @@ def _render(parsed: ParsedInstance) -> RenderedImage:
     return RenderedImage(image, display, spacing, tuple(records), tuple(notes))
 
 
-def render(source: Source) -> RenderedImage:
+def render(source: Source, voi: Window | PercentileWindow | None = None) -> RenderedImage:
     """Decode and render the image in ``source`` (path or bytes) as the model and reader see it.
+
+    ``voi``: a window (or percentile window) instead of the file's, for a reader's window/level.
 
     Raises :class:`~dicom_io.errors.DicomIOError` subclasses only (``NotEligibleError`` for an
     instance without pixels, ``DecodeError`` for corrupt pixel data).
     """
-    return render_parsed(parse(source, full=True))
+    return render_parsed(parse(source, full=True), voi)
 
 
 def read_and_render(source: Source) -> tuple[DicomInstance, RenderedImage | None]:

@@ -13,7 +13,9 @@ from app.db.models import Role
 from app.db.session import Database
 from app.services.audit import ReadAuditBuffer
 from app.services.auth import Principal, PrincipalCache, authenticate
+from app.services.oidc import OidcVerifier, looks_like_jwt
 from app.services.storage import ContentStore
+from app.services.users import SESSION_PREFIX, LoginPolicy, resolve_oidc_user, resolve_session
 from app.settings import Settings
 
 __all__ = [
@@ -76,6 +78,8 @@ def get_principal(
             "(create one with `radcheck apikey create --role ROLE --name NAME`).",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if key.startswith(SESSION_PREFIX) or looks_like_jwt(key):
+        return _user_principal(request, db, key)
     cache: PrincipalCache = request.app.state.auth_cache
     principal = cache.get(key)
     if principal is None:
@@ -92,6 +96,40 @@ def get_principal(
     return principal
 
 
+def _user_principal(request: Request, db: Database, token: str) -> Principal:
+    """A person: a login session (checked in the database on every request) or an OIDC ID token."""
+    policy: LoginPolicy = request.app.state.login_policy
+    verifier: OidcVerifier | None = request.app.state.oidc
+    with db.session() as session:
+        if token.startswith(SESSION_PREFIX):
+            user = resolve_session(session, token, policy)
+            what = "Your session has ended (logged out, expired or the account was disabled): log in again."
+        elif verifier is not None:
+            identity = verifier.verify(token)
+            user = (
+                resolve_oidc_user(session, subject=identity.subject, username=identity.username)
+                if identity is not None
+                else None
+            )
+            what = (
+                "The OIDC token is invalid or expired, or names no enabled RadCheck user: log in "
+                "again, or ask an administrator to create your account (`radcheck user create`)."
+            )
+        else:
+            user = None
+            what = "OIDC tokens are not accepted: RADCHECK_AUTH__OIDC_ISSUER is not configured."
+    if user is None:
+        raise HTTPException(status_code=401, detail=what, headers={"WWW-Authenticate": "Bearer"})
+    return Principal(
+        key_id=0,
+        name=user.name,
+        role=user.role,
+        kind="session" if token.startswith(SESSION_PREFIX) else "oidc",
+        username=user.username,
+        session_id=user.session_id,
+    )
+
+
 def require_roles(*roles: Role) -> Callable[..., Principal]:
     """A dependency that admits only the given roles (admin is always admitted)."""
     allowed = {Role.ADMIN, *roles}
@@ -101,7 +139,8 @@ def require_roles(*roles: Role) -> Callable[..., Principal]:
             names = ", ".join(sorted(r.value for r in allowed))
             raise HTTPException(
                 status_code=403,
-                detail=f"The API key {principal.name!r} has role {principal.role.value!r}; "
+                detail=f"{'The API key' if principal.kind == 'apikey' else 'The user'} "
+                f"{principal.name!r} has role {principal.role.value!r}; "
                 f"this operation needs one of: {names}.",
             )
         return principal
@@ -112,4 +151,6 @@ def require_roles(*roles: Role) -> Callable[..., Principal]:
 Reader = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST, Role.INTEGRATION))]
 Integrator = Annotated[Principal, Depends(require_roles(Role.INTEGRATION))]
 Radiologist = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST))]
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+Admin = Annotated[Principal, Depends(require_roles())]
 Requester = Annotated[Principal, Depends(require_roles(Role.RADIOLOGIST, Role.INTEGRATION))]

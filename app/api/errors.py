@@ -57,6 +57,7 @@ HTTP_TYPES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
+    423: "locked",
     429: "too_many_requests",
     503: "unavailable",
 }

@@ -13,21 +13,30 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from app.api.errors import ErrorBody, error_response, install_error_handlers
 from app.api.routes import (
+    auth,
     check_report,
     checks,
+    feedback,
     flags,
     groundings,
     health,
     instances,
     intake,
+    renders,
+    report_versions,
     studies,
+    users,
+    worklist,
 )
 from app.db.migrate import ensure_current
 from app.db.session import Database
 from app.services.audit import ReadAuditBuffer
 from app.services.auth import PrincipalCache
 from app.services.factory import build_pipeline, build_text_checker
+from app.services.images import RenderCache
+from app.services.oidc import OidcVerifier
 from app.services.storage import ContentStore
+from app.services.users import LoginPolicy
 from app.settings import Settings
 from app.worker.runner import Worker
 
@@ -42,6 +51,28 @@ RadCheck checks chest X-ray reports against the image and against themselves, an
 with its evidence. **Research software: every flag is unverified AI output that a radiologist must
 review.** Authenticate with an API key (`X-API-Key` or `Authorization: Bearer`).
 """
+
+
+def login_policy(settings: Settings) -> LoginPolicy:
+    a = settings.auth
+    return LoginPolicy(
+        session_ttl_s=a.session_ttl_s,
+        idle_timeout_s=a.idle_timeout_s,
+        max_failed_logins=a.max_failed_logins,
+        lockout_s=a.lockout_s,
+    )
+
+
+def oidc_verifier(settings: Settings) -> OidcVerifier | None:
+    a = settings.auth
+    if not a.oidc_issuer or not a.oidc_audience:
+        return None
+    return OidcVerifier(
+        issuer=a.oidc_issuer,
+        audience=a.oidc_audience,
+        jwks_url=a.oidc_jwks_url,
+        username_claim=a.oidc_username_claim,
+    )
 
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI:
@@ -93,6 +124,9 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.state.store = store
     app.state.text_checker = build_text_checker()
     app.state.auth_cache = PrincipalCache(ttl_s=30.0)
+    app.state.login_policy = login_policy(settings)
+    app.state.oidc = oidc_verifier(settings)
+    app.state.render_cache = RenderCache(max_entries=64)
     read_audit = ReadAuditBuffer(db)
     app.state.read_audit = read_audit
     install_error_handlers(app)
@@ -134,7 +168,21 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     }
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
-    for module in (instances, studies, checks, groundings, flags, check_report, intake):
+    api.include_router(auth.router)
+    for module in (
+        instances,
+        renders,
+        worklist,
+        studies,
+        report_versions,
+        checks,
+        groundings,
+        flags,
+        check_report,
+        intake,
+        feedback,
+        users,
+    ):
         api.include_router(module.router, responses=errors)
     app.include_router(api)
     return app

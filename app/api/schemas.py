@@ -119,6 +119,7 @@ class ReviewOut(BaseModel):
 
     id: int
     decision: str
+    reason: str | None = None
     comment: str | None
     reviewer: str
     created_at: datetime
@@ -317,6 +318,9 @@ class ReviewIn(BaseModel):
     )
 
     decision: Literal["accepted", "dismissed"]
+    reason: (
+        Literal["false_positive", "not_clinically_relevant", "already_corrected", "other"] | None
+    ) = Field(default=None, description="Why a flag was dismissed ('other' needs a comment).")
     comment: Text | None = Field(default=None, max_length=5_000)
 
 

@@ -16,6 +16,7 @@ from app.cli.check import register as register_check
 from app.cli.dicom import dicom_cli
 from app.cli.hl7 import hl7_cli
 from app.cli.model import model_cli
+from app.cli.people import user_cli
 from app.settings import Settings, SettingsError, load_settings
 
 __all__ = ["cli", "main"]
@@ -35,6 +36,7 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(apikey_cli, name="apikey")
 cli.add_typer(dicom_cli, name="dicom")
 cli.add_typer(model_cli, name="model")
+cli.add_typer(user_cli, name="user")
 cli.add_typer(hl7_cli, name="hl7")
 register_check(cli)
 
@@ -85,11 +87,16 @@ def serve(
         bool | None,
         typer.Option("--worker/--no-worker", help="Run a check worker in-process"),
     ] = None,
+    ui: Annotated[
+        bool,
+        typer.Option("--ui/--no-ui", help="Also start the dashboard (RADCHECK_UI__HOST/PORT)"),
+    ] = True,
 ) -> None:
-    """Serve the HTTP API (with an in-process check worker on the embedded default)."""
+    """Serve the HTTP API (with an in-process check worker on the embedded default) and the dashboard."""
     import uvicorn
 
     from app.api import create_app
+    from app.cli.ui import default_api_url, port_free, start_dashboard
     from app.db.migrate import SchemaOutdatedError
 
     settings = settings_or_exit()
@@ -99,13 +106,57 @@ def serve(
         app = create_app(settings, run_worker=worker)
     except SchemaOutdatedError as exc:
         fail(str(exc))
-    uvicorn.run(
-        app,
-        host=host or settings.api.host,
-        port=port or settings.api.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
+    dashboard = None
+    if ui:
+        ui_host, ui_port = settings.ui.host, settings.ui.port
+        if port_free(ui_host, ui_port):
+            dashboard = start_dashboard(ui_host, ui_port, default_api_url(settings, host, port))
+            logger.info(
+                "dashboard on http://%s:%d (radcheck user create to log in)", ui_host, ui_port
+            )
+        else:
+            logger.warning(
+                "dashboard not started: %s:%d is in use (set RADCHECK_UI__PORT or use --no-ui)",
+                ui_host,
+                ui_port,
+            )
+    try:
+        uvicorn.run(
+            app,
+            host=host or settings.api.host,
+            port=port or settings.api.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+    finally:
+        if dashboard is not None:
+            dashboard.terminate()
+            try:
+                dashboard.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - the dashboard is stopped either way
+                dashboard.kill()
+
+
+@cli.command("ui")
+def ui_command(
+    host: Annotated[str | None, typer.Option(help="Bind address (RADCHECK_UI__HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (RADCHECK_UI__PORT)")] = None,
+    api_url: Annotated[
+        str | None, typer.Option(help="The RadCheck API (RADCHECK_UI__API_URL)")
+    ] = None,
+) -> None:
+    """Serve the radiologists' dashboard (Streamlit) against a RadCheck API."""
+    from app.cli.ui import default_api_url, start_dashboard
+
+    settings = settings_or_exit()
+    proc = start_dashboard(
+        host or settings.ui.host, port or settings.ui.port, api_url or default_api_url(settings)
     )
+    try:
+        raise typer.Exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @cli.command("worker")

@@ -88,6 +88,15 @@ class ReviewDecision(StrEnum):
     DISMISSED = "dismissed"
 
 
+class DismissReason(StrEnum):
+    """Why a radiologist dismissed a flag (``other`` needs a comment)."""
+
+    FALSE_POSITIVE = "false_positive"
+    NOT_CLINICALLY_RELEVANT = "not_clinically_relevant"
+    ALREADY_CORRECTED = "already_corrected"
+    OTHER = "other"
+
+
 def _ts(**kwargs: Any) -> Any:
     return mapped_column(UTCDateTime(), **kwargs)
 
@@ -224,7 +233,10 @@ class CheckJob(Base):
 
 class Flag(Base):
     __tablename__ = "flags"
-    __table_args__ = (UniqueConstraint("check_job_id", "key", name="uq_flags_job_key"),)
+    __table_args__ = (
+        UniqueConstraint("check_job_id", "key", name="uq_flags_job_key"),
+        Index("ix_flags_study_job", "study_id", "check_job_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     check_job_id: Mapped[int] = mapped_column(
@@ -260,6 +272,7 @@ class Review(Base):
     decision: Mapped[str] = mapped_column(String(16))
     comment: Mapped[str | None] = mapped_column(Text)
     reviewer: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = _ts(default=utcnow)
 
     flag: Mapped[Flag] = relationship(back_populates="reviews")
@@ -344,6 +357,40 @@ class WorkerHeartbeat(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = _ts(default=utcnow)
     last_seen_at: Mapped[datetime] = _ts(default=utcnow, index=True)
+
+
+class User(Base):
+    """A person who logs in (radiologist or admin); the password is stored as an argon2 hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = _ts()
+    disabled_at: Mapped[datetime | None] = _ts()
+    created_at: Mapped[datetime] = _ts(default=utcnow)
+    last_login_at: Mapped[datetime | None] = _ts()
+
+
+class UserSession(Base):
+    """A login session: only the token's SHA-256 is stored; checked on every request."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _ts(default=utcnow)
+    expires_at: Mapped[datetime] = _ts()
+    last_seen_at: Mapped[datetime] = _ts(default=utcnow)
+    revoked_at: Mapped[datetime | None] = _ts()
+
+    user: Mapped[User] = relationship()
 
 
 class GroundingRecord(Base):

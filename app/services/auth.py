@@ -33,9 +33,15 @@ class Principal:
     key_id: int
     name: str
     role: Role
+    # A person logged in (session token or OIDC ID token) rather than an API key.
+    kind: str = "apikey"
+    username: str | None = None
+    session_id: int | None = None
 
     @property
     def actor(self) -> str:
+        if self.kind != "apikey" and self.username is not None:
+            return f"user:{self.username}"
         return f"apikey:{self.name}"
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import Radiologist, SessionDep
+from app.api.deps import Radiologist, Reader, SessionDep
 from app.api.errors import ErrorBody
+from app.api.people_schemas import ReviewHistoryItem
 from app.api.schemas import IdPath, ReviewIn, ReviewOut
-from app.db.models import ReviewDecision
-from app.services.reviews import review_flag
+from app.db.models import DismissReason, ReviewDecision
+from app.services.reviews import review_flag, review_history
 
 router = APIRouter(prefix="/flags", tags=["flags"])
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/flags", tags=["flags"])
     "/{flag_id}/reviews",
     response_model=ReviewOut,
     status_code=201,
-    summary="Accept or dismiss a flag, with an optional comment",
+    summary="Accept or dismiss a flag (dismissal reason, optional comment); the latest decision counts",
     responses={404: {"model": ErrorBody}},
 )
 def post_review(
@@ -29,5 +30,20 @@ def post_review(
         decision=ReviewDecision(body.decision),
         comment=body.comment,
         actor=principal.actor,
+        reason=DismissReason(body.reason) if body.reason else None,
     )
     return ReviewOut.model_validate(review)
+
+
+@router.get(
+    "/{flag_id}/reviews",
+    response_model=list[ReviewHistoryItem],
+    summary="Every decision on a flag, oldest first; the last one is current",
+    responses={404: {"model": ErrorBody}},
+)
+def get_reviews(flag_id: IdPath, session: SessionDep, principal: Reader) -> list[ReviewHistoryItem]:
+    rows = review_history(session, flag_id)
+    return [
+        ReviewHistoryItem.model_validate(r).model_copy(update={"current": i == len(rows) - 1})
+        for i, r in enumerate(rows)
+    ]
