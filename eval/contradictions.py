@@ -156,6 +156,7 @@ _NEG_AFTER = re.compile(
 _HEDGE = re.compile(
     r"(?<![\w])(?:possible|possibly|probable|probably|likely|may|might|could|suggest\w*|suspici\w*|"
     r"concern\w*|question\w*|questionable|cannot (?:be )?(?:excluded|ruled out|exclude|rule out)|"
+    r"not (?:entirely |completely |totally )?(?:excluded|ruled out)|"
     r"versus|vs|differential|consider\w*|favou?r\w*|equivocal|presum\w*|represent\w*|reflect\w*|"
     r"worrisome|compatible with|consistent with|unclear|whether|uncertain|indeterminate|"
     r"atypical|nonspecific|or)(?![\w])",

@@ -126,6 +126,32 @@ def _points(parsed: ParsedReport, result: CheckResult, case: Case) -> bool:
     )
 
 
+def impression_not_in_findings(checker: Checker, parsed: ParsedReport) -> list[str]:
+    """The text-side signal for a removed finding (issue 12.5), measured here and not shipped as
+    a flag: impression sentences that assert a finding (not a device, not a generic statement)
+    of which FINDINGS says nothing at all, under any name of its side group."""
+    findings = parsed.section(SectionName.FINDINGS)
+    impression = parsed.section(SectionName.IMPRESSION)
+    if findings is None or impression is None:
+        return []
+    kb = checker.kb
+
+    def group(concept: str) -> str:
+        return kb[concept].side_group or concept
+
+    seen = {group(m.concept) for _, m in findings.mentions()}
+    out = []
+    for sentence, m in impression.mentions():
+        entry = kb[m.concept]
+        if m.presence.value != "present" or m.historical or entry.is_device:
+            continue
+        if entry.category.value == "generic" or group(m.concept) in seen:
+            continue
+        if sentence.text not in out:
+            out.append(sentence.text)
+    return out
+
+
 def _sections_of_raw(text: str) -> dict[str, str]:
     """FINDINGS / IMPRESSION of a raw fixture (a plain header split, not medvlm's)."""
     marks = list(_RAW_HEADER.finditer(text))
@@ -167,6 +193,8 @@ def run_yardstick(
         k: {} for k in ("pattern", "layout", "operator", "source", "section")
     }
     removed = YardstickCounts()
+    removed_signal = YardstickCounts()
+    signal_on_clean: Counter[str] = Counter()
     misses: list[dict[str, Any]] = []
     false_flags: list[dict[str, Any]] = []
     used = 0
@@ -187,6 +215,9 @@ def run_yardstick(
             result = checker.check(parsed)
             checks += 1
             clean[layout]["n"] += 1
+            if layout == layouts[0]:
+                signal_on_clean["n"] += 1
+                signal_on_clean["flagged"] += bool(impression_not_in_findings(checker, parsed))
             if result.verdict_simple == "Y":
                 clean[layout]["flagged"] += 1
                 if len(false_flags) < examples:
@@ -241,6 +272,10 @@ def run_yardstick(
                 result = checker.check(parsed)
                 checks += 1
                 removed.add(result.verdict_simple == "Y", _points(parsed, result, removal))
+                hits = impression_not_in_findings(checker, parsed)
+                removed_signal.add(
+                    bool(hits), any(_same_sentence(h, removal.counterpart) for h in hits)
+                )
     icu_out = _icu(checker, icu, seed)
     seconds = time.perf_counter() - t0
 
@@ -266,7 +301,20 @@ def run_yardstick(
                 for kind, g in groups.items()
             },
         },
-        "removed_findings_text_signal": removed.to_dict(),
+        "removed_findings": {
+            "by_the_checker": removed.to_dict(),
+            "text_signal_impression_not_in_findings": {
+                **removed_signal.to_dict(),
+                "clean_reports_with_signal": _rate(
+                    signal_on_clean["flagged"], signal_on_clean["n"]
+                ),
+                "what": (
+                    "measured only (not a checker flag): an impression finding FINDINGS never "
+                    "mentions; clean cost on the first layout's clean reports"
+                ),
+            },
+            "image_side": "generate-and-compare (medvlm.checking.model_checks) with a model",
+        },
         "icu_fixtures": icu_out,
         "checks": checks,
         "seconds": round(seconds, 2),

@@ -129,6 +129,17 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
         _B,
     ),
     (r"without", _NEG, _F),
+    # Adopted from medspaCy 1.3.1's English ConText rules (resources/en/context_rules.json),
+    # which derive from pyConText (Chapman et al.); see docs/eval.md for the comparison.
+    (r"lack of|fails? to (?:reveal|demonstrate|show)|unremarkable for|inconsistent with", _NEG, _F),
+    (r"rather than", _NEG, _F),
+    (
+        r"(?:is|are|has been|have been|was|were) (?:ruled out|negative)|unlikely",
+        _NEG,
+        _B,
+    ),
+    (r"(?:did not|does not|do not) rule out|(?:is|are) to be ruled out", _POS, _B),
+    (r"doubt(?:ful)?|concern(?:ed)? about|worried about", _POS, _F),
     (r"neither|nor", _NEG, _F),
     (
         r"(?:cannot|can not|can't) (?:be )?(?:entirely |completely |totally )?(?:excluded|ruled out)",
@@ -163,8 +174,14 @@ _CUE_TABLE: tuple[tuple[str, CueCategory, Direction], ...] = (
         _POS,
         _BI,
     ),
+    (r"should there|in case of", _HYP, _F),
     (r"no|not", _NEG, _F),
-    (r"history of|h/o|status post|s/p|post(?:-| )?surgical|previous(?:ly)?|prior", _HIST, _F),
+    (
+        r"(?:past )?history of|past history|h/o|status post|s/p|post(?:-| )?surgical|"
+        r"previous(?:ly)?|prior",
+        _HIST,
+        _F,
+    ),
     (
         r"rule out|r/o|evaluate for|evaluation (?:of|for)|assess(?:ment)? for|to exclude|"
         r"if|whether|screening|check for|question|detect(?:ing|ion)?|to determine|recommend(?:ed)?|"
@@ -180,7 +197,7 @@ _CUE_RE, _CUE_OF = compile_alternation(
 _TERMINATOR_RE = re.compile(
     r"(?<![\w])(?:but|however|although|though|which|whereas|except|aside from|apart from|"
     r"other than|otherwise|this|these|"
-    r"given)(?![\w])|[;:]|\(|\)",
+    r"given|(?:as a )?(?:cause|source|origin) (?:for|of))(?![\w])|[;:]|\(|\)",
     re.IGNORECASE,
 )
 
