@@ -27,14 +27,27 @@ from dicom_io.selection import (
     select_image,
 )
 from dicom_io.study import group_by_study, study_ready
+from dicom_io.web import (
+    QIDO_ATTRIBUTES,
+    FailureReason,
+    StowFailure,
+    StowReference,
+    dataset_json,
+    failure_reason_for,
+    instance_metadata,
+    peek_sop_uids,
+    stow_response,
+)
 
 __all__ = [
+    "QIDO_ATTRIBUTES",
     "SELECTION_KEYWORDS",
     "CandidateReason",
     "DecodeError",
     "DicomIOError",
     "DicomInstance",
     "Eligibility",
+    "FailureReason",
     "HeaderFacts",
     "InstanceKind",
     "InvalidDicomError",
@@ -49,13 +62,20 @@ __all__ = [
     "SelectionDecision",
     "SelectionRules",
     "SelectionRulesError",
+    "StowFailure",
+    "StowReference",
     "TruncatedFileError",
     "UnsupportedTransferSyntaxError",
     "Window",
+    "dataset_json",
+    "failure_reason_for",
     "group_by_study",
+    "instance_metadata",
+    "peek_sop_uids",
     "read_and_render",
     "read_instance",
     "render",
     "select_image",
+    "stow_response",
     "study_ready",
 ]
