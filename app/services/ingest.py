@@ -18,7 +18,7 @@ from app.services import audit
 from app.services.clock import db_now
 from app.services.storage import ContentStore
 
-__all__ = ["IngestOutcome", "ingest_instance", "mark_complete_studies"]
+__all__ = ["IngestOutcome", "decode_limits", "ingest_instance", "mark_complete_studies"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def ingest_instance(
     *,
     actor: str,
     source: str = "upload",
+    limits: dicom_io.DecodeLimits | None = None,
 ) -> IngestOutcome:
     """Validate ``data`` as DICOM, store it, and add it to its study.
 
@@ -72,7 +73,7 @@ def ingest_instance(
     SOP Instance UID with the same bytes is a harmless duplicate; with different bytes it is a
     conflict (``IngestOutcome.conflict``), recorded in the audit trail and not stored.
     """
-    inst = dicom_io.read_instance(data)
+    inst = _read(data, limits)
     digest = hashlib.sha256(data).hexdigest()
     outcome = IngestOutcome(
         sop_instance_uid=inst.sop_instance_uid,
@@ -157,6 +158,29 @@ def ingest_instance(
     )
     logger.info("stored instance id=%s study id=%s kind=%s", row.id, study.id, row.kind)
     return outcome
+
+
+def decode_limits(max_inflated_bytes: int, max_pixel_bytes: int) -> dicom_io.DecodeLimits:
+    """The settings' bounds (RADCHECK_STORAGE__MAX_INFLATED_BYTES, ..._MAX_PIXEL_BYTES)."""
+    return dicom_io.DecodeLimits(
+        max_inflated_bytes=max_inflated_bytes, max_pixel_bytes=max_pixel_bytes
+    )
+
+
+_LIMIT_SETTINGS = {
+    "inflated": "RADCHECK_STORAGE__MAX_INFLATED_BYTES",
+    "pixel": "RADCHECK_STORAGE__MAX_PIXEL_BYTES",
+}
+
+
+def _read(data: bytes, limits: dicom_io.DecodeLimits | None) -> dicom_io.DicomInstance:
+    try:
+        return dicom_io.read_instance(data, limits=limits or dicom_io.DecodeLimits())
+    except dicom_io.LimitExceededError as exc:
+        setting = _LIMIT_SETTINGS.get(exc.kind, "RADCHECK_STORAGE__*")
+        raise dicom_io.LimitExceededError(
+            f"{exc} (setting {setting})", limit=exc.limit, kind=exc.kind
+        ) from exc
 
 
 def _already_stored(
