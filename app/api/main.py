@@ -16,6 +16,7 @@ from app.api.routes import (
     auth,
     check_report,
     checks,
+    dicomweb,
     feedback,
     flags,
     groundings,
@@ -46,6 +47,7 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+DICOMWEB_PREFIX = "/dicomweb/"
 
 DESCRIPTION = """
 RadCheck checks chest X-ray reports against the image and against themselves, and stores every flag
@@ -145,6 +147,8 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     ) -> Response:
         """Refuse an oversized body from its Content-Length, before it is spooled to disk."""
         length = request.headers.get("content-length", "")
+        if request.url.path.startswith(DICOMWEB_PREFIX):
+            return await call_next(request)  # STOW-RS streams and counts its own limit
         if length.isdigit() and int(length) > max_body:
             return error_response(
                 request,
@@ -189,4 +193,5 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     ):
         api.include_router(module.router, responses=errors)
     app.include_router(api)
+    app.include_router(dicomweb.router, responses=errors)
     return app

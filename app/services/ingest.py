@@ -16,13 +16,24 @@ import dicom_io
 from app.db.models import Base, Instance, Series, Study, StudyStatus
 from app.services import audit
 from app.services.clock import db_now
+from app.services.errors import InvalidInputError
 from app.services.storage import ContentStore
 
-__all__ = ["IngestOutcome", "decode_limits", "ingest_instance", "mark_complete_studies"]
+__all__ = [
+    "IngestOutcome",
+    "StudyMismatchError",
+    "decode_limits",
+    "ingest_instance",
+    "mark_complete_studies",
+]
 
 logger = logging.getLogger(__name__)
 
 Row = TypeVar("Row", bound=Base)
+
+
+class StudyMismatchError(InvalidInputError):
+    """The instance belongs to another study than the one the request named."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,7 @@ class IngestOutcome:
     eligible: bool
     reasons: tuple[str, ...]
     conflict: bool = False  # same SOP Instance UID, different bytes: not stored
+    sop_class_uid: str = ""
 
 
 def _get_or_create(session: Session, model: type[Row], where: Any, values: dict[str, Any]) -> Row:
@@ -64,6 +76,7 @@ def ingest_instance(
     *,
     actor: str,
     source: str = "upload",
+    expected_study_uid: str | None = None,
     limits: dicom_io.DecodeLimits | None = None,
 ) -> IngestOutcome:
     """Validate ``data`` as DICOM, store it, and add it to its study.
@@ -71,9 +84,17 @@ def ingest_instance(
     Raises ``dicom_io.DicomIOError`` for anything that is not a valid DICOM instance. The file is on
     disk (fsynced) before the database row is flushed, so an accepted instance is never lost. The same
     SOP Instance UID with the same bytes is a harmless duplicate; with different bytes it is a
-    conflict (``IngestOutcome.conflict``), recorded in the audit trail and not stored.
+    conflict (``IngestOutcome.conflict``), recorded in the audit trail and not stored. With
+    ``expected_study_uid`` (STOW-RS to ``/studies/{study}``), an instance of another study raises
+    :class:`StudyMismatchError` and nothing is stored.
     """
     inst = _read(data, limits)
+    if expected_study_uid is not None and inst.study_instance_uid != expected_study_uid:
+        raise StudyMismatchError(
+            f"The instance's StudyInstanceUID {inst.study_instance_uid} is not the study "
+            f"{expected_study_uid} named in the request path: send it to /dicomweb/studies "
+            "or to its own study."
+        )
     digest = hashlib.sha256(data).hexdigest()
     outcome = IngestOutcome(
         sop_instance_uid=inst.sop_instance_uid,
@@ -83,6 +104,7 @@ def ingest_instance(
         stored=True,
         eligible=inst.eligibility.eligible,
         reasons=tuple(inst.eligibility.reasons),
+        sop_class_uid=inst.sop_class_uid,
     )
     existing = session.scalar(
         select(Instance).where(Instance.sop_instance_uid == inst.sop_instance_uid)

@@ -11,9 +11,18 @@ import pydicom
 import pytest
 from sqlalchemy import func, select
 
-from app.db.models import AuditEvent, CheckJob, Flag, JobStatus, Study, StudyStatus
+from app.db.models import (
+    AuditEvent,
+    CheckJob,
+    Flag,
+    JobStatus,
+    Study,
+    StudyStatus,
+    WorkerHeartbeat,
+)
 from app.db.session import Database
 from app.services import jobs
+from app.services.clock import db_now
 from app.services.errors import ConflictError
 from app.services.factory import build_pipeline
 from app.services.ingest import ingest_instance
@@ -223,10 +232,15 @@ def test_failed_pipeline_keeps_its_error(db: Database, settings: Settings, rg1_p
 def test_quiet_period_and_late_instance(db: Database, settings: Settings, rg1_path: Path) -> None:
     uid = add_study(db, settings, rg1_path, 1)
     job_id = queue(db, uid)
-    quiet = timedelta(seconds=0.5)
+    # Deterministic on a loaded machine: a quiet period far longer than any test step, then the
+    # study's last instance moved back past it (rather than sleeping and racing the clock).
+    quiet = timedelta(hours=1)
     with db.session() as session:  # the study just received its (first) instance: not yet
         assert jobs.claim_next(session, worker_id="w", lease=LEASE, quiet_period=quiet) is None
-    time.sleep(0.6)
+    with db.session() as session:
+        study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
+        assert study is not None and study.last_instance_at is not None
+        study.last_instance_at = study.last_instance_at - timedelta(hours=2)
     with db.session() as session:
         assert jobs.claim_next(session, worker_id="w", lease=LEASE, quiet_period=quiet) == job_id
     with db.session() as session:
@@ -295,3 +309,18 @@ def test_a_worker_that_lost_its_lease_stops_between_stages(
     with pytest.raises(LeaseLostError, match="before the check stage"):
         pipeline.run(inputs, should_stop=lambda: next(calls))
     assert pipeline.run(inputs, should_stop=lambda: False).flags
+
+
+def test_worker_alive_reads_the_heartbeat_window(db: Database) -> None:
+    """A heart-beat counts only inside the window, and only for the host asked about."""
+    with db.session() as session:
+        assert not jobs.worker_alive(session, within=timedelta(hours=1))
+        jobs.record_worker_heartbeat(session, worker_id="w-1")
+    with db.session() as session:
+        row = session.get(WorkerHeartbeat, "w-1")
+        assert row is not None
+        row.last_seen_at = db_now(session) - timedelta(minutes=10)
+    with db.session() as session:
+        assert jobs.worker_alive(session, within=timedelta(hours=1))
+        assert not jobs.worker_alive(session, within=timedelta(minutes=5))
+        assert not jobs.worker_alive(session, within=timedelta(hours=1), hostname="other-host")

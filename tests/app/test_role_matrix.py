@@ -59,6 +59,8 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[Any]] = {
     ("GET", "/api/v1/studies/{study_uid}/report-diff"): ALL,
     ("GET", "/api/v1/worklist"): ALL,
     ("GET", "/api/v1/worklist/next"): ALL,
+    ("POST", "/dicomweb/studies"): INTEGRATION,
+    ("POST", "/dicomweb/studies/{study_uid}"): INTEGRATION,
 }
 """(METHOD, path as in the OpenAPI document) -> the roles admitted (admin is always among them)."""
 
