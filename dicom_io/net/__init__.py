@@ -1,0 +1,17 @@
+"""DICOM networking: the C-STORE listener and PACS retrieval (pynetdicom, dicomweb-client)."""
+
+from dicom_io.net.listener import (
+    ACCEPTED_TRANSFER_SYNTAXES,
+    ListenerConfig,
+    Rejection,
+    Status,
+    StoreListener,
+)
+
+__all__ = [
+    "ACCEPTED_TRANSFER_SYNTAXES",
+    "ListenerConfig",
+    "Rejection",
+    "Status",
+    "StoreListener",
+]
