@@ -26,6 +26,7 @@ from dicom_io.selection import (
     SelectionRules,
     select_image,
 )
+from dicom_io.send import SendError, SendResult, c_store, stow_rs
 from dicom_io.sr import (
     UNVERIFIED,
     ObjectRef,
@@ -72,10 +73,13 @@ __all__ = [
     "SelectionDecision",
     "SelectionRules",
     "SelectionRulesError",
+    "SendError",
+    "SendResult",
     "TruncatedFileError",
     "UnsupportedTransferSyntaxError",
     "Window",
     "build_result_objects",
+    "c_store",
     "group_by_study",
     "load_result_codes",
     "read_and_render",
@@ -83,5 +87,6 @@ __all__ = [
     "read_instance",
     "render",
     "select_image",
+    "stow_rs",
     "study_ready",
 ]
