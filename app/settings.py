@@ -47,6 +47,31 @@ class StorageSettings(BaseModel):
     max_upload_files: Annotated[int, Field(gt=0)] = Field(
         default=200, description="Most files accepted in one upload request."
     )
+    max_inflated_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=256 * 1024 * 1024,
+        description="Largest data set a Deflated Explicit VR Little Endian file may inflate to "
+        "(checked while inflating, before pydicom parses it).",
+    )
+    max_pixel_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=512 * 1024 * 1024,
+        description="Largest decoded pixel data (Rows x Columns x frames x samples x bytes per "
+        "sample), checked from the header before anything is decoded.",
+    )
+
+
+class ChecksSettings(BaseModel):
+    """Limits on what one report check may cost (issue 16)."""
+
+    max_report_chars: Annotated[int, Field(ge=1000, le=1_000_000)] = Field(
+        default=20_000,
+        description="Longest accepted report (all sections together, in characters); a chest "
+        "X-ray report is rarely above 3,000. Longer reports are refused with 413 at every door.",
+    )
+    time_budget_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0,
+        description="A check (text, header and model stages together) that runs past this fails "
+        "with its reason instead of holding the worker.",
+    )
 
 
 class DatabaseSettings(BaseModel):
@@ -463,6 +488,7 @@ class Settings(BaseSettings):
     )
 
     storage: StorageSettings = StorageSettings()
+    checks: ChecksSettings = ChecksSettings()
     database: DatabaseSettings = DatabaseSettings()
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()

@@ -155,6 +155,7 @@ def bench_worklist(url: str, data_dir: Path, studies: int, requests: int) -> dic
     from app.db.migrate import upgrade
     from app.db.session import Database
     from app.services.users import create_user
+    from app.services.worklist import rebuild_worklist
     from app.settings import Settings
 
     settings = Settings.model_validate(
@@ -165,6 +166,8 @@ def bench_worklist(url: str, data_dir: Path, studies: int, requests: int) -> dic
     seed(settings.database_url, studies, 3.0)
     seeded_s = time.perf_counter() - t
     db = Database(settings.database_url)
+    with db.session() as s:  # the bulk load bypassed the services that keep the worklist rows
+        rebuild_worklist(s)
     with db.session() as s:
         create_user(s, username="bench", name="Bench", role="radiologist", password=PASSWORD)
     db.dispose()

@@ -8,6 +8,7 @@ from dicom_io.errors import (
     DicomIOError,
     InvalidDicomError,
     InvalidElementError,
+    LimitExceededError,
     MissingElementError,
     NotDicomError,
     NotEligibleError,
@@ -17,6 +18,7 @@ from dicom_io.errors import (
 )
 from dicom_io.header import SELECTION_KEYWORDS
 from dicom_io.instance import DicomInstance, Eligibility, HeaderFacts, InstanceKind, JSONValue
+from dicom_io.limits import DecodeLimits
 from dicom_io.pixels import PercentileWindow, RenderedImage, Window, read_and_render, render
 from dicom_io.reader import read_instance
 from dicom_io.selection import (
@@ -48,6 +50,7 @@ __all__ = [
     "UNVERIFIED",
     "CandidateReason",
     "DecodeError",
+    "DecodeLimits",
     "DicomIOError",
     "DicomInstance",
     "Eligibility",
@@ -56,6 +59,7 @@ __all__ = [
     "InvalidDicomError",
     "InvalidElementError",
     "JSONValue",
+    "LimitExceededError",
     "MissingElementError",
     "NotDicomError",
     "NotEligibleError",

@@ -30,6 +30,7 @@ from app.api.routes import (
     users,
     worklist,
 )
+from app.api.text_guard import TextGuard
 from app.db.migrate import ensure_current
 from app.db.session import Database
 from app.services.audit import ReadAuditBuffer
@@ -139,6 +140,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     install_error_handlers(app)
 
     # Middleware added last runs first: request ids wrap everything, including the body limit.
+    app.add_middleware(TextGuard)
 
     max_body = settings.storage.max_upload_bytes * min(settings.storage.max_upload_files, 8)
 

@@ -8,16 +8,24 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
+from app.api.text_guard import unsafe_text
+
 MAX_ID = 2**31 - 1  # ids, versions and offsets are 32-bit integers in the database
 
 
 def _no_nul(value: str | None) -> str | None:
-    if value is not None and "\x00" in value:
-        raise ValueError("contains a NUL character (\\u0000); remove it")
+    if value is not None:
+        problem = unsafe_text(value)
+        if problem is not None:
+            raise ValueError(problem)
     return value
 
 
+# Text fields: the JSON guard (app/api/text_guard.py) refuses these for every request; the schema
+# says it again so the rule is in the OpenAPI document's types and holds outside HTTP too.
 Text = Annotated[str, AfterValidator(_no_nul)]
+# A hard ceiling per field; the report's real limit is RADCHECK_CHECKS__MAX_REPORT_CHARS (413).
+MAX_FIELD_CHARS = 1_000_000
 UidPath = Annotated[
     str,
     Path(
@@ -75,12 +83,14 @@ class ReportIn(BaseModel):
         },
     )
 
-    findings: Text | None = Field(default=None, max_length=50_000)
-    impression: Text | None = Field(default=None, max_length=50_000)
-    indication: Text | None = Field(default=None, max_length=10_000)
-    comparison: Text | None = Field(default=None, max_length=10_000)
-    technique: Text | None = Field(default=None, max_length=10_000)
-    text: Text | None = Field(default=None, max_length=100_000, description="The raw report text.")
+    findings: Text | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    impression: Text | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    indication: Text | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    comparison: Text | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    technique: Text | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    text: Text | None = Field(
+        default=None, max_length=MAX_FIELD_CHARS, description="The raw report text."
+    )
     accession_number: Text | None = Field(default=None, max_length=64)
     result_status: Literal["P", "F", "C"] | None = Field(
         default=None, description="HL7 result status: P preliminary, F final, C corrected."

@@ -281,6 +281,34 @@ class Review(Base):
     flag: Mapped[Flag] = relationship(back_populates="reviews")
 
 
+class WorklistRow(Base):
+    """One study's place on the worklist, kept with every write that changes it.
+
+    Derived data: the flags of the study's latest check and how many of them nobody has decided on
+    yet, by severity. ``app.services.worklist.refresh_worklist_row`` recomputes it from the flags and
+    reviews whenever a check is queued or completed and whenever a flag is reviewed, so a worklist
+    read sorts and counts one row per study instead of aggregating every flag.
+    """
+
+    __tablename__ = "study_worklist"
+    __table_args__ = (Index("ix_study_worklist_order", "top_rank", "open_flags"),)
+
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    latest_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("check_jobs.id", ondelete="SET NULL")
+    )
+    flags: Mapped[int] = mapped_column(Integer, default=0)
+    open_flags: Mapped[int] = mapped_column(Integer, default=0)
+    open_critical: Mapped[int] = mapped_column(Integer, default=0)
+    open_warning: Mapped[int] = mapped_column(Integer, default=0)
+    open_info: Mapped[int] = mapped_column(Integer, default=0)
+    top_rank: Mapped[int] = mapped_column(Integer, default=0)
+    """Rank of the most severe open flag (critical 3, warning 2, info 1); 0 when none is open."""
+    updated_at: Mapped[datetime] = _ts(default=utcnow, onupdate=utcnow)
+
+
 class AuditEvent(Base):
     """Append-only (triggers refuse UPDATE and DELETE) and hash-chained (see app.db.audit_chain)."""
 

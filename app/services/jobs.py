@@ -35,6 +35,7 @@ from app.services.errors import ConflictError, NotFoundError
 from app.services.groundings import link_boxes, store_groundings
 from app.services.pipeline import CandidateImage, JobInputs, PipelineResult
 from app.services.reports import parsed_from_row
+from app.services.worklist import refresh_worklist_row
 
 __all__ = [
     "claim_next",
@@ -108,6 +109,7 @@ def request_check(
         object_id=job.id,
         details={"report_version": report.version},
     )
+    refresh_worklist_row(session, study.id)
     return job, True
 
 
@@ -315,6 +317,7 @@ def complete_job(session: Session, *, job_id: int, worker_id: str, result: Pipel
         object_id=job.id,
         details={"flags": len(seen), "verdict_simple": result.verdict_simple},
     )
+    refresh_worklist_row(session, job.study_id)
     return True
 
 

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from app.db.models import DismissReason, Flag, Review, ReviewDecision
 from app.services import audit
 from app.services.errors import InvalidInputError, NotFoundError
+from app.services.worklist import refresh_worklist_row
 
 __all__ = ["review_flag", "review_history"]
 
@@ -54,6 +55,7 @@ def review_flag(
             "reason": review.reason,
         },
     )
+    refresh_worklist_row(session, flag.study_id)
     return review
 
 

@@ -1,6 +1,8 @@
 """The radiologist's worklist: studies with open flags first, by the most severe open flag, then age.
 
-"Open" means a flag of the study's latest check that nobody has decided on yet. Each read is audited
+"Open" means a flag of the study's latest check that nobody has decided on yet. Each study's counts
+live in one ``study_worklist`` row, recomputed by the writes that change them (see
+``refresh_worklist_row``), so a read is an ordered scan of one row per study. Each read is audited
 by the caller.
 """
 
@@ -10,12 +12,28 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
-from sqlalchemy import Select, and_, case, exists, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Select, and_, case, delete, exists, func, insert, literal, select
+from sqlalchemy.orm import Session
 
-from app.db.models import CheckJob, Flag, Report, Review, Study
+from app.db.models import (
+    CheckJob,
+    Flag,
+    Report,
+    Review,
+    Study,
+    UTCDateTime,
+    WorklistRow,
+    utcnow,
+)
 
-__all__ = ["SEVERITY_RANK", "WorklistFilter", "next_unreviewed", "worklist"]
+__all__ = [
+    "SEVERITY_RANK",
+    "WorklistFilter",
+    "next_unreviewed",
+    "rebuild_worklist",
+    "refresh_worklist_row",
+    "worklist",
+]
 
 SEVERITY_RANK = {"critical": 3, "warning": 2, "info": 1}
 _RANK_NAME = {v: k for k, v in SEVERITY_RANK.items()}
@@ -34,35 +52,115 @@ class WorklistFilter:
     offset: int = 0
 
 
-def _sources() -> tuple[Any, Any]:
+_OPEN_COLUMN = {
+    "critical": WorklistRow.open_critical,
+    "warning": WorklistRow.open_warning,
+    "info": WorklistRow.open_info,
+}
+
+
+def refresh_worklist_row(session: Session, study_id: int) -> None:
+    """Recompute one study's worklist row from its latest check's flags and their reviews.
+
+    Called inside the transaction that changed them (a check queued or completed, a flag reviewed).
+    On PostgreSQL the study row is locked first, so two concurrent reviews of one study cannot both
+    count without the other's decision; SQLite already serialises writers.
+    """
+    session.flush()
+    lock = select(Study.id).where(Study.id == study_id)
+    if session.get_bind().dialect.name == "postgresql":
+        lock = lock.with_for_update()
+    if session.scalar(lock) is None:
+        return
+    latest = session.scalar(select(func.max(CheckJob.id)).where(CheckJob.study_id == study_id))
+    is_open = ~exists().where(Review.flag_id == Flag.id)
+    counts: dict[str, int] = {k: 0 for k in SEVERITY_RANK}
+    total = 0
+    if latest is not None:
+        for severity, n_all, n_open in session.execute(
+            select(Flag.severity, func.count(Flag.id), func.sum(case((is_open, 1), else_=0)))
+            .where(Flag.check_job_id == latest)
+            .group_by(Flag.severity)
+        ):
+            total += int(n_all)
+            if severity in counts:
+                counts[severity] += int(n_open or 0)
+    row = session.get(WorklistRow, study_id)
+    if row is None:
+        row = WorklistRow(study_id=study_id)
+        session.add(row)
+    row.latest_job_id = latest
+    row.flags = total
+    row.open_flags = sum(counts.values())
+    row.open_critical = counts["critical"]
+    row.open_warning = counts["warning"]
+    row.open_info = counts["info"]
+    row.top_rank = max((SEVERITY_RANK[k] for k, n in counts.items() if n), default=0)
+
+
+def rebuild_worklist(session: Session) -> int:
+    """Recompute every study's worklist row in two statements (after a bulk load); returns rows."""
     latest = (
         select(CheckJob.study_id.label("study_id"), func.max(CheckJob.id).label("job_id"))
         .group_by(CheckJob.study_id)
         .subquery("latest")
     )
     is_open = ~exists().where(Review.flag_id == Flag.id)
-    rank = case(*((Flag.severity == k, v) for k, v in SEVERITY_RANK.items()), else_=0)
     agg = (
         select(
             Flag.check_job_id.label("job_id"),
             func.count(Flag.id).label("flags"),
-            func.sum(case((is_open, 1), else_=0)).label("open"),
-            func.max(case((is_open, rank), else_=0)).label("top_rank"),
+            *(
+                func.sum(case((and_(Flag.severity == k, is_open), 1), else_=0)).label(k)
+                for k in SEVERITY_RANK
+            ),
         )
-        .join(latest, latest.c.job_id == Flag.check_job_id)
         .group_by(Flag.check_job_id)
         .subquery("agg")
     )
-    return latest, agg
-
-
-def _filtered(columns: list[Any], flt: WorklistFilter, latest: Any, agg: Any) -> Select[Any]:
-    query = (
-        select(*columns)
+    n_open = {k: func.coalesce(agg.c[k], 0) for k in SEVERITY_RANK}
+    top = case(*((n_open[k] > 0, SEVERITY_RANK[k]) for k in SEVERITY_RANK), else_=0)
+    rows = (
+        select(
+            Study.id,
+            latest.c.job_id,
+            func.coalesce(agg.c.flags, 0),
+            n_open["critical"] + n_open["warning"] + n_open["info"],
+            n_open["critical"],
+            n_open["warning"],
+            n_open["info"],
+            top,
+            literal(utcnow(), UTCDateTime()),
+        )
         .select_from(Study)
         .outerjoin(latest, latest.c.study_id == Study.id)
         .outerjoin(agg, agg.c.job_id == latest.c.job_id)
     )
+    session.execute(delete(WorklistRow))
+    session.execute(
+        insert(WorklistRow).from_select(
+            [
+                "study_id",
+                "latest_job_id",
+                "flags",
+                "open_flags",
+                "open_critical",
+                "open_warning",
+                "open_info",
+                "top_rank",
+                "updated_at",
+            ],
+            rows,
+        )
+    )
+    return int(session.scalar(select(func.count()).select_from(WorklistRow)) or 0)
+
+
+def _filtered(columns: list[Any], flt: WorklistFilter) -> Select[Any]:
+    query = (
+        select(*columns).select_from(Study).outerjoin(WorklistRow, WorklistRow.study_id == Study.id)
+    )
+    open_flags = func.coalesce(WorklistRow.open_flags, 0)
     if flt.status:
         query = query.where(Study.status == flt.status)
     if flt.accession_number:
@@ -72,25 +170,23 @@ def _filtered(columns: list[Any], flt: WorklistFilter, latest: Any, agg: Any) ->
     if flt.date_to:
         query = query.where(Study.study_date <= flt.date_to.strftime("%Y%m%d"))
     if flt.review == "unreviewed":
-        query = query.where(func.coalesce(agg.c.open, 0) > 0)
+        query = query.where(open_flags > 0)
     elif flt.review == "reviewed":
-        query = query.where(agg.c.flags > 0, func.coalesce(agg.c.open, 0) == 0)
-    if flt.severity or flt.subtype:
-        f = aliased(Flag)  # not correlated with a Flag the outer query may join
-        conds = [f.check_job_id == latest.c.job_id]
-        if flt.severity:
-            conds += [f.severity == flt.severity, ~exists().where(Review.flag_id == f.id)]
-        if flt.subtype:
-            conds.append(f.subtype == flt.subtype)
-        query = query.where(exists().where(and_(*conds)).correlate(latest))
+        query = query.where(WorklistRow.flags > 0, open_flags == 0)
+    if flt.severity:
+        query = query.where(_OPEN_COLUMN[flt.severity] > 0)
+    if flt.subtype:
+        query = query.where(
+            exists().where(
+                Flag.check_job_id == WorklistRow.latest_job_id, Flag.subtype == flt.subtype
+            )
+        )
     return query
 
 
-def _ordered(query: Select[Any], agg: Any) -> Select[Any]:
-    has_open = case((func.coalesce(agg.c.open, 0) > 0, 1), else_=0)
+def _ordered(query: Select[Any]) -> Select[Any]:
     return query.order_by(
-        has_open.desc(),
-        func.coalesce(agg.c.top_rank, 0).desc(),
+        func.coalesce(WorklistRow.top_rank, 0).desc(),
         Study.created_at.asc(),
         Study.id.asc(),
     )
@@ -98,22 +194,18 @@ def _ordered(query: Select[Any], agg: Any) -> Select[Any]:
 
 def worklist(session: Session, flt: WorklistFilter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One page of the worklist and the counts over the whole filtered list."""
-    latest, agg = _sources()
     rows = session.execute(
         _ordered(
             _filtered(
                 [
                     Study,
-                    latest.c.job_id,
-                    func.coalesce(agg.c.flags, 0),
-                    func.coalesce(agg.c.open, 0),
-                    func.coalesce(agg.c.top_rank, 0),
+                    WorklistRow.latest_job_id,
+                    func.coalesce(WorklistRow.flags, 0),
+                    func.coalesce(WorklistRow.open_flags, 0),
+                    func.coalesce(WorklistRow.top_rank, 0),
                 ],
                 flt,
-                latest,
-                agg,
-            ),
-            agg,
+            )
         )
         .limit(flt.limit)
         .offset(flt.offset)
@@ -152,43 +244,33 @@ def worklist(session: Session, flt: WorklistFilter) -> tuple[list[dict[str, Any]
                 "subtypes": sorted(subtypes.get(job_id, set())),
             }
         )
-    total, with_open, open_flags = session.execute(
+    open_flags = func.coalesce(WorklistRow.open_flags, 0)
+    total, with_open, n_open, *by_sev = session.execute(
         _filtered(
             [
                 func.count(Study.id),
-                func.sum(case((func.coalesce(agg.c.open, 0) > 0, 1), else_=0)),
-                func.sum(func.coalesce(agg.c.open, 0)),
+                func.sum(case((open_flags > 0, 1), else_=0)),
+                func.sum(open_flags),
+                *(func.sum(func.coalesce(col, 0)) for col in _OPEN_COLUMN.values()),
             ],
             flt,
-            latest,
-            agg,
         )
     ).one()
-    by_severity = {k: 0 for k in SEVERITY_RANK}
-    sev_query = (
-        _filtered([Flag.severity, func.count(Flag.id)], flt, latest, agg)
-        .join(Flag, Flag.check_job_id == latest.c.job_id)
-        .where(~exists().where(Review.flag_id == Flag.id))
-        .group_by(Flag.severity)
-    )
-    for severity, count in session.execute(sev_query):
-        by_severity[severity] = int(count)
     counts = {
         "studies": int(total or 0),
         "with_open_flags": int(with_open or 0),
-        "open_flags": int(open_flags or 0),
-        "by_severity": by_severity,
+        "open_flags": int(n_open or 0),
+        "by_severity": {k: int(v or 0) for k, v in zip(_OPEN_COLUMN, by_sev, strict=True)},
     }
     return items, counts
 
 
 def next_unreviewed(session: Session, flt: WorklistFilter, *, after: str | None) -> str | None:
     """The first study of the (filtered) worklist with open flags, other than ``after``."""
-    latest, agg = _sources()
-    query = _filtered([Study.study_instance_uid], flt, latest, agg).where(
-        func.coalesce(agg.c.open, 0) > 0
+    query = _filtered([Study.study_instance_uid], flt).where(
+        func.coalesce(WorklistRow.open_flags, 0) > 0
     )
     if after:
         query = query.where(Study.study_instance_uid != after)
-    found: str | None = session.scalar(_ordered(query, agg).limit(1))
+    found: str | None = session.scalar(_ordered(query).limit(1))
     return found

@@ -192,6 +192,31 @@ def test_api_down_is_a_clear_banner_not_a_traceback(
     assert any("Cannot reach RadCheck" in e.value and "radcheck serve" in e.value for e in at.error)
 
 
+def test_an_api_that_does_not_answer_is_a_timeout_banner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listening socket that never answers (the kernel completes the handshake; nobody reads)."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        monkeypatch.setenv(
+            "RADCHECK_UI__API_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/api/v1"
+        )
+        monkeypatch.setenv("RADCHECK_UI__TIMEOUT_S", "0.5")
+        at = new_app()
+        at.run()
+        at.text_input(key="login_username").input("jdoe")
+        at.text_input(key="login_password").input(PASSWORD)
+        button(at, "Log in").click()
+        at.run()
+        assert not at.exception
+        assert any("took too long" in e.value and "Try again" in e.value for e in at.error)
+        assert "token" not in at.session_state
+    finally:
+        silent.close()
+
+
 def test_wrong_role_and_missing_study_banners(app_env: Stack) -> None:
     at = logged_in(app_env, "boss")
     at.session_state["study_uid"] = "1.2.3.4"
