@@ -1,7 +1,7 @@
 """export jobs: check results sent back to a PACS as SR, text SR and GSPS
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0013
 Create Date: 2026-12-03 14:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0009"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
