@@ -64,6 +64,25 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[Any]] = {
     ("GET", "/api/v1/worklist/next"): ALL,
     ("POST", "/dicomweb/studies"): INTEGRATION,
     ("POST", "/dicomweb/studies/{study_uid}"): INTEGRATION,
+    ("GET", "/dicomweb/studies"): ALL,
+    ("GET", "/dicomweb/series"): ALL,
+    ("GET", "/dicomweb/instances"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/series"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/instances"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/metadata"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/metadata"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/instances"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"): ALL,
+    (
+        "GET",
+        "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
+    ): ALL,
+    (
+        "GET",
+        "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
+    ): ALL,
 }
 """(METHOD, path as in the OpenAPI document) -> the roles admitted (admin is always among them)."""
 
