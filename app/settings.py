@@ -47,6 +47,31 @@ class StorageSettings(BaseModel):
     max_upload_files: Annotated[int, Field(gt=0)] = Field(
         default=200, description="Most files accepted in one upload request."
     )
+    max_inflated_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=256 * 1024 * 1024,
+        description="Largest data set a Deflated Explicit VR Little Endian file may inflate to "
+        "(checked while inflating, before pydicom parses it).",
+    )
+    max_pixel_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=512 * 1024 * 1024,
+        description="Largest decoded pixel data (Rows x Columns x frames x samples x bytes per "
+        "sample), checked from the header before anything is decoded.",
+    )
+
+
+class ChecksSettings(BaseModel):
+    """Limits on what one report check may cost (issue 16)."""
+
+    max_report_chars: Annotated[int, Field(ge=1000, le=1_000_000)] = Field(
+        default=20_000,
+        description="Longest accepted report (all sections together, in characters); a chest "
+        "X-ray report is rarely above 3,000. Longer reports are refused with 413 at every door.",
+    )
+    time_budget_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0,
+        description="A check (text, header and model stages together) that runs past this fails "
+        "with its reason instead of holding the worker.",
+    )
 
 
 class DatabaseSettings(BaseModel):
@@ -316,6 +341,37 @@ class DicomWebSettings(BaseModel):
     )
 
 
+class ExportMode(StrEnum):
+    """When check results are sent back to the PACS."""
+
+    MANUAL = "manual"
+    AUTO_ON_COMPLETE = "auto_on_complete"
+    AFTER_ACCEPT = "after_accept"
+
+
+class ExportSettings(BaseModel):
+    """Results back to the PACS as DICOM SR, text SR and GSPS (docs/pacs-results.md)."""
+
+    destination: str | None = Field(
+        default=None,
+        description="Name of the RADCHECK_PACS__NODES entry results are sent to (none: no export)",
+    )
+    mode: ExportMode = Field(
+        default=ExportMode.MANUAL,
+        description="manual (POST /api/v1/checks/{id}/export), auto_on_complete (when a check "
+        "finishes) or after_accept (when a radiologist accepts a flag of the check)",
+    )
+    method: Literal["auto", "stow-rs", "c-store"] = Field(
+        default="auto", description="auto: STOW-RS when the node has a dicomweb_url, else C-STORE"
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=5, description="Sends tried before an export is marked failed (its error kept)"
+    )
+    retry_backoff_s: Annotated[float, Field(ge=0)] = Field(
+        default=30.0, description="Wait before retry n: n times this many seconds"
+    )
+
+
 class ApiSettings(BaseModel):
     """The HTTP server."""
 
@@ -432,6 +488,7 @@ class Settings(BaseSettings):
     )
 
     storage: StorageSettings = StorageSettings()
+    checks: ChecksSettings = ChecksSettings()
     database: DatabaseSettings = DatabaseSettings()
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
@@ -443,6 +500,7 @@ class Settings(BaseSettings):
     pacs: PacsSettings = PacsSettings()
     listener: ListenerSettings = ListenerSettings()
     dicomweb: DicomWebSettings = DicomWebSettings()
+    export: ExportSettings = ExportSettings()
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @field_validator("log_level")
@@ -452,6 +510,26 @@ class Settings(BaseSettings):
         if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return upper
+
+    @model_validator(mode="after")
+    def _export_destination(self) -> Settings:
+        name = self.export.destination
+        if name is not None and self.pacs.node(name) is None:
+            known = ", ".join(n.name for n in self.pacs.nodes) or "none configured"
+            raise ValueError(
+                f"export destination {name!r} is not a RADCHECK_PACS__NODES name ({known})"
+            )
+        if self.export.mode != ExportMode.MANUAL and name is None:
+            raise ValueError(
+                f"export mode {self.export.mode.value!r} needs RADCHECK_EXPORT__DESTINATION"
+            )
+        node = self.pacs.node(name) if name is not None else None
+        if node is not None:
+            if self.export.method == "stow-rs" and not node.has_dicomweb:
+                raise ValueError(f"export method 'stow-rs' needs a dicomweb_url on node {name!r}")
+            if self.export.method == "c-store" and not node.has_dimse:
+                raise ValueError(f"export method 'c-store' needs ae_title/host/port on {name!r}")
+        return self
 
     @property
     def database_url(self) -> str:

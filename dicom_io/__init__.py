@@ -8,6 +8,7 @@ from dicom_io.errors import (
     DicomIOError,
     InvalidDicomError,
     InvalidElementError,
+    LimitExceededError,
     MissingElementError,
     NotDicomError,
     NotEligibleError,
@@ -17,6 +18,7 @@ from dicom_io.errors import (
 )
 from dicom_io.header import SELECTION_KEYWORDS
 from dicom_io.instance import DicomInstance, Eligibility, HeaderFacts, InstanceKind, JSONValue
+from dicom_io.limits import DecodeLimits
 from dicom_io.pixels import PercentileWindow, RenderedImage, Window, read_and_render, render
 from dicom_io.reader import read_instance
 from dicom_io.selection import (
@@ -26,6 +28,7 @@ from dicom_io.selection import (
     SelectionRules,
     select_image,
 )
+from dicom_io.send import SendError, SendResult, c_store, stow_rs
 from dicom_io.sr import (
     UNVERIFIED,
     ObjectRef,
@@ -41,20 +44,35 @@ from dicom_io.sr import (
     read_flags,
 )
 from dicom_io.study import group_by_study, study_ready
+from dicom_io.web import (
+    QIDO_ATTRIBUTES,
+    FailureReason,
+    StowFailure,
+    StowReference,
+    dataset_json,
+    failure_reason_for,
+    instance_metadata,
+    peek_sop_uids,
+    stow_response,
+)
 
 __all__ = [
+    "QIDO_ATTRIBUTES",
     "SELECTION_KEYWORDS",
     "UNVERIFIED",
     "CandidateReason",
     "DecodeError",
+    "DecodeLimits",
     "DicomIOError",
     "DicomInstance",
     "Eligibility",
+    "FailureReason",
     "HeaderFacts",
     "InstanceKind",
     "InvalidDicomError",
     "InvalidElementError",
     "JSONValue",
+    "LimitExceededError",
     "MissingElementError",
     "NotDicomError",
     "NotEligibleError",
@@ -72,16 +90,27 @@ __all__ = [
     "SelectionDecision",
     "SelectionRules",
     "SelectionRulesError",
+    "SendError",
+    "SendResult",
+    "StowFailure",
+    "StowReference",
     "TruncatedFileError",
     "UnsupportedTransferSyntaxError",
     "Window",
     "build_result_objects",
+    "c_store",
+    "dataset_json",
+    "failure_reason_for",
     "group_by_study",
+    "instance_metadata",
     "load_result_codes",
+    "peek_sop_uids",
     "read_and_render",
     "read_flags",
     "read_instance",
     "render",
     "select_image",
+    "stow_response",
+    "stow_rs",
     "study_ready",
 ]

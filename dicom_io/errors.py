@@ -11,6 +11,7 @@ __all__ = [
     "DicomIOError",
     "InvalidDicomError",
     "InvalidElementError",
+    "LimitExceededError",
     "MissingElementError",
     "NotDicomError",
     "NotEligibleError",
@@ -42,6 +43,18 @@ class MissingElementError(DicomIOError):
 
 class InvalidElementError(DicomIOError):
     """A required element is present but its value is unusable."""
+
+
+class LimitExceededError(DicomIOError):
+    """The file would expand past a configured bound (inflated data set, decoded pixels).
+
+    ``limit`` is the bound in bytes; ``kind`` is ``inflated`` or ``pixel``.
+    """
+
+    def __init__(self, message: str, *, limit: int, kind: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.kind = kind
 
 
 class UnsupportedTransferSyntaxError(DicomIOError):

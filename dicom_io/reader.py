@@ -46,6 +46,13 @@ from dicom_io.header import (
     text_value,
 )
 from dicom_io.instance import DicomInstance, Eligibility, InstanceKind
+from dicom_io.limits import (
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    check_inflated_size,
+    check_pixel_size,
+    check_value_lengths,
+)
 
 __all__ = ["ParsedInstance", "decode_pixels", "parse", "read_instance"]
 
@@ -172,8 +179,12 @@ def _peek_pixel_element(fp: BinaryIO, size: int, ds: Dataset) -> _PixelElement:
     return _PixelElement(keyword, truncated_by=max(missing, 0))
 
 
-def _read_dataset(source: Source, *, full: bool) -> tuple[Dataset, _PixelElement | None]:
+def _read_dataset(
+    source: Source, *, full: bool, limits: DecodeLimits
+) -> tuple[Dataset, _PixelElement | None]:
     with _open(source) as (fp, size):
+        # pydicom inflates a deflated data set whole, even for a header-only read: bound it first.
+        check_inflated_size(fp, limits)
         try:
             # Header-only: stop at the pixel data and seek over any other large value (overlays,
             # private blobs, ICC profiles); pydicom reads a deferred value back on access.
@@ -286,8 +297,10 @@ def _eligibility(ds: Elements, kind: InstanceKind, sop_class: str) -> Eligibilit
     return Eligibility(not reasons, tuple(reasons))
 
 
-def decode_pixels(ds: Dataset) -> NDArray[np.generic]:
+def decode_pixels(ds: Dataset, limits: DecodeLimits = DEFAULT_LIMITS) -> NDArray[np.generic]:
     """Decode the first frame of ``ds`` with pydicom's plugins (pylibjpeg, pyjpegls, ...).
+
+    The decoded size is checked against ``limits`` from the header before any decoder runs.
 
     Raises :class:`UnsupportedTransferSyntaxError` when no installed plugin handles the transfer
     syntax and :class:`DecodeError` when the stream is corrupt.
@@ -315,6 +328,7 @@ def decode_pixels(ds: Dataset) -> NDArray[np.generic]:
                 f"Unable to decode pixel data with transfer syntax '{ts_uid.name}' ({ts_uid}): no "
                 f"decoding plugin is installed ({missing}). Install pylibjpeg and its plugins."
             )
+    check_pixel_size(ds, limits)
     frames = int_value(ds, "NumberOfFrames") or 1
     try:
         with warnings.catch_warnings():
@@ -334,6 +348,21 @@ def decode_pixels(ds: Dataset) -> NDArray[np.generic]:
         ) from exc
 
 
+_ACR_NEMA_DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})$")
+_DA = re.compile(r"^\d{8}$")
+
+
+def _study_date(ds: Elements) -> str | None:
+    """StudyDate as YYYYMMDD (the ACR-NEMA YYYY.MM.DD form converted); unusable: None."""
+    value = text_value(ds, "StudyDate")
+    if value is None:
+        return None
+    legacy = _ACR_NEMA_DATE.match(value)
+    if legacy:
+        value = "".join(legacy.groups())
+    return value if _DA.match(value) else None
+
+
 def _meta_transfer_syntax(ds: Dataset) -> str:
     meta = ds.file_meta if isinstance(ds.file_meta, FileMetaDataset) else None
     ts = text_value(meta, "TransferSyntaxUID") if meta is not None else None
@@ -345,16 +374,18 @@ def _meta_transfer_syntax(ds: Dataset) -> str:
     return ts
 
 
-def _build(dataset: Dataset, pixel: _PixelElement | None) -> DicomInstance:
+def _build(dataset: Dataset, pixel: _PixelElement | None, limits: DecodeLimits) -> DicomInstance:
     ts = _meta_transfer_syntax(dataset)
     ds = HeaderView(dataset)
     uids = {keyword: _require_uid(ds, keyword) for keyword in _REQUIRED_UIDS}
+    check_value_lengths(ds)
     if pixel is None:  # full parse (or deflated): look at the data set itself
         present = next((kw for kw in _PIXEL_TAGS.values() if kw in dataset), None)
         pixel = _PixelElement(present)
     kind = _kind(uids["SOPClassUID"], pixel.keyword is not None)
     if kind is InstanceKind.IMAGE:
         _validate_image(ds, pixel.keyword)
+        check_pixel_size(ds, limits)
         if pixel.truncated_by:
             raise TruncatedFileError(
                 f"The (7FE0,0010) '{pixel.keyword}' element is cut short: the file ends "
@@ -370,7 +401,7 @@ def _build(dataset: Dataset, pixel: _PixelElement | None) -> DicomInstance:
         instance_number=int_value(ds, "InstanceNumber"),
         modality=text_value(ds, "Modality"),
         accession_number=text_value(ds, "AccessionNumber"),
-        study_date=text_value(ds, "StudyDate"),
+        study_date=_study_date(ds),
         study_description=text_value(ds, "StudyDescription"),
         transfer_syntax_uid=ts,
         kind=kind,
@@ -382,16 +413,19 @@ def _build(dataset: Dataset, pixel: _PixelElement | None) -> DicomInstance:
     )
 
 
-def parse(source: Source, *, full: bool) -> ParsedInstance:
-    """Parse and validate ``source``; ``full`` reads the pixel data too (needed to decode)."""
+def parse(source: Source, *, full: bool, limits: DecodeLimits = DEFAULT_LIMITS) -> ParsedInstance:
+    """Parse and validate ``source``; ``full`` reads the pixel data too (needed to decode).
+
+    ``limits`` bound what the file may expand to (checked before inflating or decoding).
+    """
     if not isinstance(source, Path | bytes | bytearray | memoryview):
         raise TypeError(f"source must be bytes or pathlib.Path, not {type(source).__name__}")
     try:
         with warnings.catch_warnings():
             # pydicom warns (with the values) about non-conformant elements: keep PHI out of logs.
             warnings.simplefilter("ignore")
-            ds, pixel = _read_dataset(source, full=full)
-            instance = _build(ds, pixel)
+            ds, pixel = _read_dataset(source, full=full, limits=limits)
+            instance = _build(ds, pixel, limits)
     except DicomIOError:
         raise
     except _NOT_OURS:
@@ -405,18 +439,21 @@ def parse(source: Source, *, full: bool) -> ParsedInstance:
     return ParsedInstance(ds, instance, full)
 
 
-def read_instance(source: Source, *, decode: bool = False) -> DicomInstance:
+def read_instance(
+    source: Source, *, decode: bool = False, limits: DecodeLimits = DEFAULT_LIMITS
+) -> DicomInstance:
     """Parse and validate one DICOM Part 10 instance from a path or its bytes.
 
     By default only the header is read (parsing stops before the pixel data, whose length is
     checked against the file size). With ``decode=True`` the pixel data of images is also decoded,
     so a corrupt stream raises :class:`DecodeError` here rather than at render time.
 
-    Raises only :class:`DicomIOError` subclasses (``TypeError`` for a source of the wrong type).
+    Raises only :class:`DicomIOError` subclasses (``TypeError`` for a source of the wrong type);
+    :class:`LimitExceededError` when the file would inflate or decode past ``limits``.
     """
-    parsed = parse(source, full=decode)
+    parsed = parse(source, full=decode, limits=limits)
     if decode and parsed.instance.kind is InstanceKind.IMAGE:
-        decode_pixels(parsed.dataset)
+        decode_pixels(parsed.dataset, limits)
     logger.debug(
         "read instance kind=%s ts=%s", parsed.instance.kind, parsed.instance.transfer_syntax_uid
     )

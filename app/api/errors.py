@@ -18,7 +18,9 @@ from app.services.errors import (
     NotFoundError,
     PayloadTooLargeError,
     ServiceError,
+    StorageFullError,
 )
+from medvlm.checking import CheckTimeBudgetError
 from medvlm.errors import MedVLMError
 
 __all__ = ["ErrorBody", "install_error_handlers"]
@@ -43,7 +45,10 @@ STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
     (ConflictError, 409, "conflict"),
     (PayloadTooLargeError, 413, "payload_too_large"),
     (InvalidInputError, 422, "invalid_input"),
+    (StorageFullError, 507, "insufficient_storage"),
+    (dicom_io.LimitExceededError, 413, "payload_too_large"),
     (dicom_io.DicomIOError, 422, "invalid_dicom"),
+    (CheckTimeBudgetError, 503, "check_time_budget"),
     (MedVLMError, 422, "invalid_input"),
     (ServiceError, 400, "bad_request"),
 ]
@@ -61,6 +66,7 @@ HTTP_TYPES = {
     423: "locked",
     429: "too_many_requests",
     503: "unavailable",
+    507: "insufficient_storage",
 }
 
 

@@ -17,6 +17,7 @@ from app.api.routes import (
     check_report,
     checks,
     dicomweb,
+    exports,
     feedback,
     flags,
     groundings,
@@ -29,6 +30,7 @@ from app.api.routes import (
     users,
     worklist,
 )
+from app.api.text_guard import TextGuard
 from app.db.migrate import ensure_current
 from app.db.session import Database
 from app.services.audit import ReadAuditBuffer
@@ -98,6 +100,8 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
                 poll_interval_s=settings.worker.poll_interval_s,
                 quiet_period_s=settings.ingest.quiet_period_s,
                 max_attempts=settings.worker.max_attempts,
+                export=settings.export,
+                pacs=settings.pacs,
             )
             worker.heartbeat()
             thread = worker.start_thread()
@@ -136,6 +140,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     install_error_handlers(app)
 
     # Middleware added last runs first: request ids wrap everything, including the body limit.
+    app.add_middleware(TextGuard)
 
     max_body = settings.storage.max_upload_bytes * min(settings.storage.max_upload_files, 8)
 
@@ -182,6 +187,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         studies,
         report_versions,
         checks,
+        exports,
         groundings,
         flags,
         check_report,

@@ -8,16 +8,24 @@ from typing import Annotated, Any, Literal
 from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
+from app.api.text_guard import unsafe_text
+
 MAX_ID = 2**31 - 1  # ids, versions and offsets are 32-bit integers in the database
 
 
 def _no_nul(value: str | None) -> str | None:
-    if value is not None and "\x00" in value:
-        raise ValueError("contains a NUL character (\\u0000); remove it")
+    if value is not None:
+        problem = unsafe_text(value)
+        if problem is not None:
+            raise ValueError(problem)
     return value
 
 
+# Text fields: the JSON guard (app/api/text_guard.py) refuses these for every request; the schema
+# says it again so the rule is in the OpenAPI document's types and holds outside HTTP too.
 Text = Annotated[str, AfterValidator(_no_nul)]
+# A hard ceiling per field; the report's real limit is RADCHECK_CHECKS__MAX_REPORT_CHARS (413).
+MAX_FIELD_CHARS = 1_000_000
 UidPath = Annotated[
     str,
     Path(
@@ -75,12 +83,14 @@ class ReportIn(BaseModel):
         },
     )
 
-    findings: Text | None = Field(default=None, max_length=50_000)
-    impression: Text | None = Field(default=None, max_length=50_000)
-    indication: Text | None = Field(default=None, max_length=10_000)
-    comparison: Text | None = Field(default=None, max_length=10_000)
-    technique: Text | None = Field(default=None, max_length=10_000)
-    text: Text | None = Field(default=None, max_length=100_000, description="The raw report text.")
+    findings: Text | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    impression: Text | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    indication: Text | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    comparison: Text | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    technique: Text | None = Field(default=None, max_length=MAX_FIELD_CHARS)
+    text: Text | None = Field(
+        default=None, max_length=MAX_FIELD_CHARS, description="The raw report text."
+    )
     accession_number: Text | None = Field(default=None, max_length=64)
     result_status: Literal["P", "F", "C"] | None = Field(
         default=None, description="HL7 result status: P preliminary, F final, C corrected."
@@ -365,3 +375,44 @@ class ReadinessOut(BaseModel):
     schema_current: bool
     worker_alive: bool
     detail: list[str] = Field(default_factory=list)
+
+
+class ExportObjectOut(BaseModel):
+    """One DICOM object an export sends (its UIDs, as stored in the PACS)."""
+
+    kind: Literal["measurement_report", "text_report", "presentation_state"]
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+class ExportOut(BaseModel):
+    """A send of a check's results to a PACS node (TID 1500 SR, text SR, GSPS): unverified AI
+    output, marked PRELIMINARY / UNVERIFIED in the objects themselves."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    check_job_id: int
+    destination: str = Field(description="RADCHECK_PACS__NODES name")
+    method: Literal["stow-rs", "c-store"]
+    trigger: str = Field(description="manual, auto_on_complete or after_accept")
+    status: Literal["queued", "running", "succeeded", "failed"]
+    attempts: int
+    max_attempts: int
+    error: str | None = Field(description="The last failed attempt's error (kept after a retry)")
+    next_attempt_at: datetime | None
+    predecessor_id: int | None = Field(
+        description="The earlier export these objects supersede (Predecessor Documents Sequence)"
+    )
+    objects: list[ExportObjectOut] = Field(description="Filled in once built")
+    requested_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    ai_generated: Literal[True] = True
+    verification_status: Literal["unverified"] = "unverified"
+    disclaimer: str = (
+        "Unverified AI output: the exported objects are marked PRELIMINARY and UNVERIFIED; "
+        "a radiologist must review every flag."
+    )

@@ -78,6 +78,7 @@ def listen(
         accession_field=conf.accession_field,
         max_attempts=settings.worker.max_attempts,
         application=conf.application,
+        max_report_chars=settings.checks.max_report_chars,
     )
     listener = Hl7Listener(
         Intake(db, intake, source="mllp"),
@@ -138,6 +139,7 @@ def import_files(
             accession_field=settings.hl7.accession_field,
             max_attempts=settings.worker.max_attempts,
             application=settings.hl7.application,
+            max_report_chars=settings.checks.max_report_chars,
         ),
         source="file",
     )

@@ -29,12 +29,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# SQLite's companions: the write-ahead log and its shared-memory index hold the same PHI.
+_SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
 def _private_file(path: Path) -> None:
-    """The database's folder and file are created owner-only (0700 / 0600): they hold PHI."""
+    """The database's folder and files are owner-only (0700 / 0600): they hold PHI.
+
+    A database created by an older version (0644) is tightened too. SQLite creates its WAL and
+    shared-memory files with the database file's mode, so they follow.
+    """
     if not path.parent.exists():
         path.parent.mkdir(parents=True, mode=0o700)
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    _tighten(path)
+
+
+def _tighten(path: Path) -> None:
+    for suffix in _SQLITE_SUFFIXES:
+        companion = path.with_name(path.name + suffix)
+        try:
+            if companion.stat().st_mode & 0o077:
+                companion.chmod(0o600)
+        except FileNotFoundError:
+            continue
 
 
 def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
@@ -48,6 +67,11 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> En
             kwargs["poolclass"] = NullPool
         engine = create_engine(url, echo=echo, hide_parameters=True, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if parsed.database and parsed.database != ":memory:":
+            db_path = Path(parsed.database)
+            # The WAL and -shm appear once a connection switched to WAL (the pragma listener above
+            # runs first): check their modes on each new connection (4 stat calls).
+            event.listen(engine, "connect", lambda *_: _tighten(db_path))
         return engine
     # hide_parameters: error messages and tracebacks never carry bound values (report text, PHI).
     return create_engine(

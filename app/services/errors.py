@@ -23,6 +23,14 @@ class PayloadTooLargeError(ServiceError):
     """An upload exceeds a configured limit."""
 
 
+class ReportTooLargeError(PayloadTooLargeError, InvalidInputError):
+    """A report is longer than the configured limit (413 on the API, AR on HL7)."""
+
+
+class StorageFullError(ServiceError):
+    """The file store has no space left; nothing was stored (507)."""
+
+
 class CheckIncompleteError(ServiceError):
     """A check could not run every configured check (e.g. the model endpoint is down)."""
 

@@ -55,5 +55,8 @@ def build_pipeline(settings: Settings) -> CheckPipeline:
         grounding_method=settings.model.grounding_method,
     )
     return CheckPipeline(
-        checker=Checker(runtime=runtime, config=config), runtime=runtime, selection_rules=rules
+        checker=Checker(runtime=runtime, config=config),
+        runtime=runtime,
+        selection_rules=rules,
+        time_budget_s=settings.checks.time_budget_s,
     )

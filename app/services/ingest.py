@@ -19,7 +19,13 @@ from app.services.clock import db_now
 from app.services.errors import InvalidInputError
 from app.services.storage import ContentStore
 
-__all__ = ["IngestOutcome", "StudyMismatchError", "ingest_instance", "mark_complete_studies"]
+__all__ = [
+    "IngestOutcome",
+    "StudyMismatchError",
+    "decode_limits",
+    "ingest_instance",
+    "mark_complete_studies",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +77,7 @@ def ingest_instance(
     actor: str,
     source: str = "upload",
     expected_study_uid: str | None = None,
+    limits: dicom_io.DecodeLimits | None = None,
 ) -> IngestOutcome:
     """Validate ``data`` as DICOM, store it, and add it to its study.
 
@@ -81,7 +88,7 @@ def ingest_instance(
     ``expected_study_uid`` (STOW-RS to ``/studies/{study}``), an instance of another study raises
     :class:`StudyMismatchError` and nothing is stored.
     """
-    inst = dicom_io.read_instance(data)
+    inst = _read(data, limits)
     if expected_study_uid is not None and inst.study_instance_uid != expected_study_uid:
         raise StudyMismatchError(
             f"The instance's StudyInstanceUID {inst.study_instance_uid} is not the study "
@@ -173,6 +180,29 @@ def ingest_instance(
     )
     logger.info("stored instance id=%s study id=%s kind=%s", row.id, study.id, row.kind)
     return outcome
+
+
+def decode_limits(max_inflated_bytes: int, max_pixel_bytes: int) -> dicom_io.DecodeLimits:
+    """The settings' bounds (RADCHECK_STORAGE__MAX_INFLATED_BYTES, ..._MAX_PIXEL_BYTES)."""
+    return dicom_io.DecodeLimits(
+        max_inflated_bytes=max_inflated_bytes, max_pixel_bytes=max_pixel_bytes
+    )
+
+
+_LIMIT_SETTINGS = {
+    "inflated": "RADCHECK_STORAGE__MAX_INFLATED_BYTES",
+    "pixel": "RADCHECK_STORAGE__MAX_PIXEL_BYTES",
+}
+
+
+def _read(data: bytes, limits: dicom_io.DecodeLimits | None) -> dicom_io.DicomInstance:
+    try:
+        return dicom_io.read_instance(data, limits=limits or dicom_io.DecodeLimits())
+    except dicom_io.LimitExceededError as exc:
+        setting = _LIMIT_SETTINGS.get(exc.kind, "RADCHECK_STORAGE__*")
+        raise dicom_io.LimitExceededError(
+            f"{exc} (setting {setting})", limit=exc.limit, kind=exc.kind
+        ) from exc
 
 
 def _already_stored(

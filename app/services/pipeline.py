@@ -77,10 +77,12 @@ class CheckPipeline:
         checker: Checker,
         runtime: VisionLanguageRuntime | None,
         selection_rules: dicom_io.SelectionRules | None = None,
+        time_budget_s: float | None = None,
     ) -> None:
         self.checker = checker
         self.runtime = runtime
         self.selection_rules = selection_rules
+        self.time_budget_s = time_budget_s
 
     @staticmethod
     def _stop_if(should_stop: Callable[[], bool], inputs: JobInputs, stage: str) -> None:
@@ -97,6 +99,8 @@ class CheckPipeline:
         so another worker owns it now) and stops the run with ``LeaseLostError``."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        # The job's time budget (RADCHECK_CHECKS__TIME_BUDGET_S) covers render and check.
+        deadline = None if self.time_budget_s is None else time.monotonic() + self.time_budget_s
         decision = dicom_io.select_image(
             [
                 dicom_io.SelectionCandidate(
@@ -132,7 +136,9 @@ class CheckPipeline:
             if chosen is not None
             else None
         )
-        result = self.checker.check(inputs.report, header=header, image=image, film=film)
+        result = self.checker.check(
+            inputs.report, header=header, image=image, film=film, deadline=deadline
+        )
         timings["check"] = (time.perf_counter() - t0) * 1000
         failed = [answer.error for answer in result.model_answers if answer.error]
         if failed:

@@ -42,7 +42,12 @@ from app.services.oru import (
     parse_header,
     parse_oru,
 )
-from app.services.reports import ReportSubmission, submit_report, validate_submission
+from app.services.reports import (
+    DEFAULT_MAX_REPORT_CHARS,
+    ReportSubmission,
+    submit_report,
+    validate_submission,
+)
 
 __all__ = [
     "Intake",
@@ -62,6 +67,7 @@ class IntakeConfig:
     accession_field: str = "OBR-3"
     max_attempts: int = 3
     application: str = "RADCHECK"
+    max_report_chars: int = DEFAULT_MAX_REPORT_CHARS
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,9 @@ def receive_message(
     try:
         report = parse_oru(text, accession_field=config.accession_field)
         if report.result_status != "X" or report.text:
-            validate_submission(ReportSubmission(text=report.text))
+            validate_submission(
+                ReportSubmission(text=report.text), max_chars=config.max_report_chars
+            )
     except Hl7RejectError as exc:
         return IntakeResult(AckCode.REJECT, str(exc), "rejected", header, exc.code)
     except InvalidInputError as exc:
@@ -355,6 +363,7 @@ def _attach(
             text=text, accession_number=row.accession_number, result_status=row.result_status
         ),
         actor=actor,
+        max_chars=max(len(text), 1),  # checked against the configured limit when received
     )
     row.study_id = study.id
     row.matched_at = db_now(session)

@@ -9,16 +9,23 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Report, Study
 from app.services import audit
-from app.services.errors import InvalidInputError, NotFoundError
+from app.services.errors import InvalidInputError, NotFoundError, ReportTooLargeError
 from medvlm.reports import ParsedReport, parse_report
 
 __all__ = [
+    "DEFAULT_MAX_REPORT_CHARS",
     "ReportSections",
     "ReportSubmission",
+    "check_report_size",
     "parsed_from_row",
     "submit_report",
     "validate_submission",
 ]
+
+
+# RADCHECK_CHECKS__MAX_REPORT_CHARS's default: a chest X-ray report is rarely above 3,000 characters.
+DEFAULT_MAX_REPORT_CHARS = 20_000
+MAX_REPORT_SETTING = "RADCHECK_CHECKS__MAX_REPORT_CHARS"
 
 
 @dataclass(frozen=True)
@@ -53,11 +60,39 @@ def _section_text(parsed: ParsedReport, name: str) -> str | None:
     return None
 
 
-def validate_submission(submission: ReportSubmission) -> ReportSections:
+def check_report_size(texts: list[str | None], *, max_chars: int) -> None:
+    """``ReportTooLargeError`` when the report's parts together exceed ``max_chars`` characters.
+
+    Checked before parsing: the checker's cost grows with the report's length.
+    """
+    total = sum(len(t) for t in texts if t)
+    if total > max_chars:
+        raise ReportTooLargeError(
+            f"The report is {total} characters long; the limit is {max_chars} "
+            f"({MAX_REPORT_SETTING}). A chest X-ray report is rarely above 3,000 characters: "
+            "check that the right text was sent, or raise the limit."
+        )
+
+
+def validate_submission(
+    submission: ReportSubmission, *, max_chars: int = DEFAULT_MAX_REPORT_CHARS
+) -> ReportSections:
     """The report's sections, or ``InvalidInputError`` naming what is wrong and how to fix it.
 
-    The one set of rules for every report door (the JSON API, HL7 ORU^R01, file import).
+    The one set of rules for every report door (the JSON API, HL7 ORU^R01, file import); a report
+    longer than ``max_chars`` raises ``ReportTooLargeError`` (an ``InvalidInputError`` too).
     """
+    check_report_size(
+        [
+            submission.text,
+            submission.findings,
+            submission.impression,
+            submission.indication,
+            submission.comparison,
+            submission.technique,
+        ],
+        max_chars=max_chars,
+    )
     has_sections = any((v or "").strip() for v in (submission.findings, submission.impression))
     if submission.text is not None and has_sections:
         raise InvalidInputError(
@@ -89,7 +124,12 @@ def validate_submission(submission: ReportSubmission) -> ReportSections:
 
 
 def submit_report(
-    session: Session, *, study_uid: str, submission: ReportSubmission, actor: str
+    session: Session,
+    *,
+    study_uid: str,
+    submission: ReportSubmission,
+    actor: str,
+    max_chars: int = DEFAULT_MAX_REPORT_CHARS,
 ) -> Report:
     """Store a new version of the study's report."""
     query = select(Study).where(Study.study_instance_uid == study_uid)
@@ -101,7 +141,7 @@ def submit_report(
             f"No study with StudyInstanceUID {study_uid!r}: upload its images first "
             "(POST /api/v1/instances), then submit the report."
         )
-    sections = validate_submission(submission)
+    sections = validate_submission(submission, max_chars=max_chars)
     version = (
         session.scalar(select(func.max(Report.version)).where(Report.study_id == study.id)) or 0
     ) + 1

@@ -8,6 +8,7 @@ from medvlm.checking.types import (
     CheckerError,
     CheckerInputError,
     CheckResult,
+    CheckTimeBudgetError,
     Flag,
     HeaderFacts,
     ModelAnswer,
@@ -16,6 +17,7 @@ from medvlm.checking.types import (
 __all__ = [
     "RULESET_VERSION",
     "CheckResult",
+    "CheckTimeBudgetError",
     "Checker",
     "CheckerConfig",
     "CheckerConfigError",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,6 +17,7 @@ from medvlm.checking.types import (
     CheckerConfig,
     CheckerInputError,
     CheckResult,
+    CheckTimeBudgetError,
     Flag,
     HeaderFacts,
 )
@@ -85,13 +86,17 @@ class Checker:
         image: NDArray[np.uint8] | None = None,
         *,
         film: FilmContext | None = None,
+        deadline: float | None = None,
     ) -> CheckResult:
         """Run every enabled check on one report and fuse the flags.
 
         ``film`` (PatientOrientation, view) tells grounding which side of the film is the
         patient's right; without it the usual frontal display is assumed and recorded.
+        ``deadline`` (a ``time.monotonic()`` value) is the check's time budget: past it, the
+        check stops at the next stage boundary or model call with :class:`CheckTimeBudgetError`.
         """
         t_start = time.perf_counter()
+        budget = _Budget(deadline, time.monotonic())
         if not isinstance(report, ParsedReport):
             raise CheckerInputError(
                 f"report must be a ParsedReport, got {type(report).__name__}; "
@@ -106,20 +111,27 @@ class Checker:
         timings: dict[str, float] = {}
         flags: list[Flag] = []
         t = time.perf_counter()
+        budget.check("parsing")
         if self._config.text_checks:
             flags.extend(self._text.run(report))
         timings["text_ms"] = (time.perf_counter() - t) * 1000.0
+        budget.check("text rules")
         t = time.perf_counter()
         if self._config.header_checks and header is not None:
             flags.extend(self._header.run(report, header))
         timings["header_ms"] = (time.perf_counter() - t) * 1000.0
+        budget.check("header rules")
         outcome = ModelCheckOutcome()
         provenance = dict(self._static_provenance)
         if self._runtime is not None and self._config.model_checks:
             t = time.perf_counter()
             if film is None and header is not None:
                 film = FilmContext(view_position=header.view_position)
-            outcome = self._model.run(self._runtime, report, image, items_of(report), film)
+            runtime = self._runtime if deadline is None else _BudgetedRuntime(self._runtime, budget)
+            outcome = self._model.run(
+                cast(VisionLanguageRuntime, runtime), report, image, items_of(report), film
+            )
+            budget.check("model checks")
             flags.extend(outcome.flags)
             timings["model_ms"] = (time.perf_counter() - t) * 1000.0
             provenance["runtime"] = dict(self._runtime.provenance())
@@ -156,6 +168,41 @@ class Checker:
             groundings=tuple(outcome.groundings),
             grounding=grounding,
         )
+
+
+class _Budget:
+    """A check's deadline; ``check`` raises once it has passed."""
+
+    def __init__(self, deadline: float | None, started: float) -> None:
+        self.deadline = deadline
+        self.started = started
+
+    def check(self, stage: str) -> None:
+        if self.deadline is None:
+            return
+        now = time.monotonic()
+        if now > self.deadline:
+            raise CheckTimeBudgetError(
+                f"The check ran past its time budget of {self.deadline - self.started:.1f} s "
+                f"(stopped after {stage}, {now - self.started:.1f} s in); nothing was stored. A "
+                "very long report or a slow model backend: shorten the report, check the model "
+                "server, or raise RADCHECK_CHECKS__TIME_BUDGET_S."
+            )
+
+
+class _BudgetedRuntime:
+    """The runtime, refusing to start another model call once the budget is spent."""
+
+    def __init__(self, runtime: VisionLanguageRuntime, budget: _Budget) -> None:
+        self._runtime = runtime
+        self._budget = budget
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        self._budget.check("a model call")
+        return self._runtime.generate(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
 
 
 def _check_image(image: object) -> None:

@@ -64,6 +64,10 @@ class CheckerConfigError(CheckerError, ValueError):
     """A :class:`CheckerConfig` value is out of range."""
 
 
+class CheckTimeBudgetError(CheckerError):
+    """A check ran past its time budget; it stopped at a stage boundary and returned nothing."""
+
+
 @dataclass(frozen=True)
 class HeaderFacts:
     """The DICOM header facts the report is checked against (all optional)."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import Requester
+from app.api.deps import Requester, SettingsDep
 from app.api.errors import ErrorBody
 from app.api.schemas import AI_NOTICE, CheckReportIn
 from app.services.errors import InvalidInputError
+from app.services.reports import check_report_size
 from medvlm.checking import Checker, HeaderFacts
 from medvlm.reports import ParsedReport, parse_report
 
@@ -32,10 +34,24 @@ class CheckReportOut(BaseModel):
     "/check-report",
     response_model=CheckReportOut,
     summary="Check report text against itself and optional header facts (nothing is stored)",
-    responses={422: {"model": ErrorBody}},
+    responses={413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
-def check_report(request: Request, body: CheckReportIn, principal: Requester) -> CheckReportOut:
+def check_report(
+    request: Request, body: CheckReportIn, principal: Requester, settings: SettingsDep
+) -> CheckReportOut:
     checker: Checker = request.app.state.text_checker
+    limits = settings.checks
+    check_report_size(
+        [
+            body.text,
+            body.findings,
+            body.impression,
+            body.indication,
+            body.comparison,
+            body.technique,
+        ],
+        max_chars=limits.max_report_chars,
+    )
     has_sections = any((v or "").strip() for v in (body.findings, body.impression))
     if body.text is not None and has_sections:
         raise InvalidInputError("Give either 'text' or 'findings'/'impression', not both.")
@@ -52,5 +68,5 @@ def check_report(request: Request, body: CheckReportIn, principal: Requester) ->
     else:
         raise InvalidInputError("Send the report as 'text' or as 'findings' and/or 'impression'.")
     header = HeaderFacts.from_dict(body.header.model_dump()) if body.header else None
-    result = checker.check(parsed, header=header)
+    result = checker.check(parsed, header=header, deadline=time.monotonic() + limits.time_budget_s)
     return CheckReportOut(**{**result.to_dict(), "notice": AI_NOTICE})

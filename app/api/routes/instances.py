@@ -14,7 +14,7 @@ from app.api.deps import DbDep, Integrator, SettingsDep, StoreDep
 from app.api.errors import ErrorBody, error_response, status_for
 from app.api.schemas import InstanceResult, RejectedFile, UploadResponse
 from app.services.errors import ConflictError, PayloadTooLargeError
-from app.services.ingest import ingest_instance
+from app.services.ingest import decode_limits, ingest_instance
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def upload_instances(
             f"{len(files)} files in one request; the limit is {limits.max_upload_files}: "
             "split the upload (RADCHECK_STORAGE__MAX_UPLOAD_FILES)."
         )
+    limits_of_decode = decode_limits(limits.max_inflated_bytes, limits.max_pixel_bytes)
     accepted: list[InstanceResult] = []
     rejected: list[RejectedFile] = []
     statuses: list[int] = []
@@ -67,7 +68,13 @@ def upload_instances(
                     "The file is empty: send a DICOM Part 10 file (128-byte preamble + 'DICM')."
                 )
             outcome = db.run(
-                partial(ingest_instance, store=store, data=data, actor=principal.actor)
+                partial(
+                    ingest_instance,
+                    store=store,
+                    data=data,
+                    actor=principal.actor,
+                    limits=limits_of_decode,
+                )
             )
             if outcome.conflict:
                 raise ConflictError(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import DbDep, Integrator, ReadAuditDep, Reader, SessionDep
+from app.api.deps import DbDep, Integrator, ReadAuditDep, Reader, SessionDep, SettingsDep
 from app.api.errors import ErrorBody
 from app.api.schemas import (
     MAX_ID,
@@ -139,13 +139,20 @@ def study(
     response_model=ReportOut,
     status_code=201,
     summary="Submit the study's report (a new version each time)",
-    responses={**NOT_FOUND, 422: {"model": ErrorBody}},
+    responses={**NOT_FOUND, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
 )
-def post_report(study_uid: UidPath, body: ReportIn, db: DbDep, principal: Integrator) -> ReportOut:
+def post_report(
+    study_uid: UidPath, body: ReportIn, db: DbDep, principal: Integrator, settings: SettingsDep
+) -> ReportOut:
     submission = ReportSubmission(**body.model_dump())
+    max_chars = settings.checks.max_report_chars
     report = db.run(
         lambda session: submit_report(
-            session, study_uid=study_uid, submission=submission, actor=principal.actor
+            session,
+            study_uid=study_uid,
+            submission=submission,
+            actor=principal.actor,
+            max_chars=max_chars,
         )
     )
     return ReportOut.model_validate(report)

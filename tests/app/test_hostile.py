@@ -1,0 +1,226 @@
+"""Hostile input (issue 16): each attack reproduced on loopback, answered with a clear 4xx or a
+bounded cost, and nothing lost or left behind."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import time
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from app.api import create_app
+from app.db.models import Instance, Report, Study
+from app.db.session import Database
+from app.services.pipeline import CheckPipeline, JobInputs
+from app.services.report_intake import IntakeConfig, receive_message
+from app.settings import Settings
+from medvlm.checking import Checker, CheckTimeBudgetError
+from medvlm.reports import parse_report
+from tests.app.conftest import auth, make_settings
+from tests.app.hl7_support import oru_v251
+
+API = "/api/v1"
+UID = "1.2.826.0.1.3680043.10.545.16"
+SENTENCE = "There is a small right pleural effusion without pneumothorax. "
+
+
+def dicom_bytes(src: Path, index: int = 1, **values: object) -> bytes:
+    ds = pydicom.dcmread(src)
+    ds.StudyInstanceUID = UID
+    ds.SeriesInstanceUID = f"{UID}.1"
+    ds.SOPInstanceUID = f"{UID}.1.{index}"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the over-long values we set
+        for keyword, value in values.items():
+            setattr(ds, keyword, value)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+def post_files(client: TestClient, key: str, *blobs: bytes) -> object:
+    files = [("files", (f"f{i}.dcm", b, "application/dicom")) for i, b in enumerate(blobs)]
+    return client.post(f"{API}/instances", files=files, headers=auth(key))
+
+
+def stored_files(settings: Settings) -> list[Path]:
+    return sorted(p for p in settings.files_dir.rglob("*") if p.is_file())
+
+
+# --- 16.1: report size cap at every door, and a time budget per check -------------------------
+
+
+def test_long_report_refused_with_413_naming_the_limit_at_every_door(
+    client: TestClient, keys: dict[str, str], settings: Settings, rg1_path: Path
+) -> None:
+    assert post_files(client, keys["integration"], dicom_bytes(rg1_path)).status_code == 201  # type: ignore[attr-defined]
+    limit = settings.checks.max_report_chars
+    long_text = "FINDINGS: " + SENTENCE * (limit // len(SENTENCE) + 1)
+    started = time.monotonic()
+    for path, body in (
+        (f"{API}/studies/{UID}/reports", {"text": long_text}),
+        (f"{API}/studies/{UID}/reports", {"findings": long_text, "impression": "Normal."}),
+        (f"{API}/check-report", {"text": long_text}),
+    ):
+        r = client.post(path, json=body, headers=auth(keys["integration"]))
+        assert r.status_code == 413, (path, r.text)
+        detail = r.json()["detail"]
+        assert str(limit) in detail and "RADCHECK_CHECKS__MAX_REPORT_CHARS" in detail
+        assert r.json()["request_id"]
+    assert time.monotonic() - started < 10  # refused before parsing: no checker cost
+    db = Database(settings.database_url)
+    with db.session() as session:
+        assert session.scalar(select(func.count(Report.id))) == 0
+    # HL7: the same limit answers AR with the reason, nothing stored.
+    message = oru_v251(control_id="BIG-1", accession="A16", impression=long_text)
+    result = receive_message(
+        db, message, config=IntakeConfig(max_report_chars=limit), source="mllp"
+    )
+    assert result.code.value == "AR" and "RADCHECK_CHECKS__MAX_REPORT_CHARS" in result.text
+    db.dispose()
+    # At the cap the checker answers (near-linear cost): bounded time on a busy machine.
+    at_cap = "FINDINGS: " + SENTENCE * ((limit - 20) // len(SENTENCE))
+    started = time.monotonic()
+    r = client.post(f"{API}/check-report", json={"text": at_cap}, headers=auth(keys["integration"]))
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - started < 30
+
+
+def test_a_check_past_its_time_budget_fails_with_its_reason(
+    settings: Settings, keys: dict[str, str]
+) -> None:
+    report = parse_report("FINDINGS: " + SENTENCE * 20)
+    with pytest.raises(CheckTimeBudgetError, match=r"time budget .*RADCHECK_CHECKS__TIME_BUDGET_S"):
+        Checker().check(report, deadline=time.monotonic() - 1)
+    pipeline = CheckPipeline(checker=Checker(), runtime=None, time_budget_s=1e-9)
+    with pytest.raises(CheckTimeBudgetError, match="stopped after"):
+        pipeline.run(JobInputs(job_id=1, report=report, candidates=()))
+    # The synchronous door answers 503 with the reason (the worker fails the job with it).
+    tight = settings.model_copy(
+        update={"checks": settings.checks.model_copy(update={"time_budget_s": 1e-9})}
+    )
+    with TestClient(create_app(tight, run_worker=False)) as c:
+        r = c.post(
+            f"{API}/check-report",
+            json={"text": "FINDINGS: " + SENTENCE},
+            headers=auth(keys["integration"]),
+        )
+    assert r.status_code == 503 and "time budget" in r.json()["detail"], r.text
+
+
+# --- 16.4: lone surrogates, NUL and control characters -> 422 in the one error shape ------------
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        (f"/studies/{UID}/reports", b'{"findings": "Effusion \\ud800 right.", "impression": "x"}'),
+        (f"/studies/{UID}/reports", b'{"findings": "ok", "accession_number": "A\\udfff"}'),
+        (f"/studies/{UID}/reports", b'{"findings": "NUL \\u0000 here"}'),
+        ("/check-report", b'{"findings": "ok", "header": {"modality": "C\\ud83dR"}}'),
+        ("/check-report", b'{"findings": "ok", "\\ud800": 1}'),
+    ],
+)
+def test_lone_surrogates_and_nul_are_a_422_with_request_id(
+    client: TestClient, keys: dict[str, str], path: str, raw: bytes
+) -> None:
+    r = client.post(
+        f"{API}{path}",
+        content=raw,
+        headers={**auth(keys["integration"]), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["type"] == "invalid_input" and body["request_id"] == r.headers["X-Request-ID"]
+    assert "U+" in body["detail"] and body["errors"][0]["loc"][0] == "body"
+
+
+def test_nul_in_query_string_is_a_422(client: TestClient, keys: dict[str, str]) -> None:
+    r = client.get(f"{API}/studies?accession_number=A%00B", headers=auth(keys["radiologist"]))
+    assert r.status_code == 422 and "U+0000" in r.json()["detail"], r.text
+    assert r.json()["errors"][0]["loc"][0] == "query"
+
+
+# --- 16.7: header values held to their VR's length --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "vr"),
+    [
+        ("PatientName", "A" * 5009, "PN"),
+        ("PatientName", "Doe^Jane=" + "B" * 65, "PN"),
+        ("PatientID", "7" * 500, "LO"),
+        ("AccessionNumber", "Z" * 300, "SH"),
+        ("StudyDescription", "D" * 65, "LO"),
+    ],
+)
+def test_overlong_header_values_are_refused_422_and_nothing_is_kept(
+    client: TestClient,
+    keys: dict[str, str],
+    settings: Settings,
+    rg1_path: Path,
+    keyword: str,
+    value: str,
+    vr: str,
+) -> None:
+    r = post_files(client, keys["integration"], dicom_bytes(rg1_path, **{keyword: value}))
+    assert r.status_code == 422, r.text  # type: ignore[attr-defined]
+    detail = r.json()["detail"]  # type: ignore[attr-defined]
+    assert f"'{keyword}'" in detail and f"VR {vr}" in detail and value not in detail
+    db = Database(settings.database_url)
+    with db.session() as session:
+        assert session.scalar(select(func.count(Instance.id))) == 0
+        assert session.scalar(select(func.count(Study.id))) == 0
+    db.dispose()
+    assert stored_files(settings) == []
+    # Values at the limit are stored (PostgreSQL's columns hold them).
+    ok = {"PN": "A" * 64 + "=" + "B" * 64, "LO": "7" * 64, "SH": "Z" * 16}[vr]
+    r = post_files(client, keys["integration"], dicom_bytes(rg1_path, **{keyword: ok}))
+    assert r.status_code == 201, r.text  # type: ignore[attr-defined]
+
+
+# --- 16.8: the SQLite database and its WAL are owner-only ---------------------------------------
+
+
+def test_sqlite_database_and_wal_are_owner_only(
+    tmp_path: Path, keys_free_settings: Settings
+) -> None:
+    settings = keys_free_settings
+    db_file = Path(settings.database_url.removeprefix("sqlite:///"))
+    with TestClient(create_app(settings, run_worker=False)) as c:
+        c.get(f"{API}/health")
+        db = Database(settings.database_url)
+        with db.session() as session:
+            session.execute(select(func.count(Study.id)))
+        modes = {
+            p.name: stat.S_IMODE(p.stat().st_mode)
+            for p in db_file.parent.iterdir()
+            if p.name.startswith(db_file.name)
+        }
+        db.dispose()
+    assert {f"{db_file.name}", f"{db_file.name}-wal", f"{db_file.name}-shm"} <= set(modes), modes
+    assert all(mode == 0o600 for mode in modes.values()), {k: oct(v) for k, v in modes.items()}
+
+
+@pytest.fixture
+def keys_free_settings(tmp_path: Path) -> Settings:
+    """A database created by an older version, world-readable (0644), with its WAL."""
+    from app.db.migrate import upgrade
+
+    settings = make_settings(tmp_path / "data")
+    upgrade(settings.database_url)
+    db_file = Path(settings.database_url.removeprefix("sqlite:///"))
+    old = os.umask(0o022)
+    try:
+        db_file.chmod(0o644)
+    finally:
+        os.umask(old)
+    return settings
