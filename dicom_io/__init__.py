@@ -28,6 +28,7 @@ from dicom_io.selection import (
     SelectionRules,
     select_image,
 )
+from dicom_io.send import SendError, SendResult, c_store, stow_rs
 from dicom_io.sr import (
     UNVERIFIED,
     ObjectRef,
@@ -89,12 +90,15 @@ __all__ = [
     "SelectionDecision",
     "SelectionRules",
     "SelectionRulesError",
+    "SendError",
+    "SendResult",
     "StowFailure",
     "StowReference",
     "TruncatedFileError",
     "UnsupportedTransferSyntaxError",
     "Window",
     "build_result_objects",
+    "c_store",
     "dataset_json",
     "failure_reason_for",
     "group_by_study",
@@ -107,5 +111,6 @@ __all__ = [
     "render",
     "select_image",
     "stow_response",
+    "stow_rs",
     "study_ready",
 ]
