@@ -341,6 +341,37 @@ class DicomWebSettings(BaseModel):
     )
 
 
+class ExportMode(StrEnum):
+    """When check results are sent back to the PACS."""
+
+    MANUAL = "manual"
+    AUTO_ON_COMPLETE = "auto_on_complete"
+    AFTER_ACCEPT = "after_accept"
+
+
+class ExportSettings(BaseModel):
+    """Results back to the PACS as DICOM SR, text SR and GSPS (docs/pacs-results.md)."""
+
+    destination: str | None = Field(
+        default=None,
+        description="Name of the RADCHECK_PACS__NODES entry results are sent to (none: no export)",
+    )
+    mode: ExportMode = Field(
+        default=ExportMode.MANUAL,
+        description="manual (POST /api/v1/checks/{id}/export), auto_on_complete (when a check "
+        "finishes) or after_accept (when a radiologist accepts a flag of the check)",
+    )
+    method: Literal["auto", "stow-rs", "c-store"] = Field(
+        default="auto", description="auto: STOW-RS when the node has a dicomweb_url, else C-STORE"
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=5, description="Sends tried before an export is marked failed (its error kept)"
+    )
+    retry_backoff_s: Annotated[float, Field(ge=0)] = Field(
+        default=30.0, description="Wait before retry n: n times this many seconds"
+    )
+
+
 class ApiSettings(BaseModel):
     """The HTTP server."""
 
@@ -469,6 +500,7 @@ class Settings(BaseSettings):
     pacs: PacsSettings = PacsSettings()
     listener: ListenerSettings = ListenerSettings()
     dicomweb: DicomWebSettings = DicomWebSettings()
+    export: ExportSettings = ExportSettings()
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @field_validator("log_level")
@@ -478,6 +510,26 @@ class Settings(BaseSettings):
         if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return upper
+
+    @model_validator(mode="after")
+    def _export_destination(self) -> Settings:
+        name = self.export.destination
+        if name is not None and self.pacs.node(name) is None:
+            known = ", ".join(n.name for n in self.pacs.nodes) or "none configured"
+            raise ValueError(
+                f"export destination {name!r} is not a RADCHECK_PACS__NODES name ({known})"
+            )
+        if self.export.mode != ExportMode.MANUAL and name is None:
+            raise ValueError(
+                f"export mode {self.export.mode.value!r} needs RADCHECK_EXPORT__DESTINATION"
+            )
+        node = self.pacs.node(name) if name is not None else None
+        if node is not None:
+            if self.export.method == "stow-rs" and not node.has_dicomweb:
+                raise ValueError(f"export method 'stow-rs' needs a dicomweb_url on node {name!r}")
+            if self.export.method == "c-store" and not node.has_dimse:
+                raise ValueError(f"export method 'c-store' needs ae_title/host/port on {name!r}")
+        return self
 
     @property
     def database_url(self) -> str:

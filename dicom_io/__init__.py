@@ -28,6 +28,7 @@ from dicom_io.selection import (
     SelectionRules,
     select_image,
 )
+from dicom_io.send import SendError, SendResult, c_store, stow_rs
 from dicom_io.sr import (
     UNVERIFIED,
     ObjectRef,
@@ -43,8 +44,20 @@ from dicom_io.sr import (
     read_flags,
 )
 from dicom_io.study import group_by_study, study_ready
+from dicom_io.web import (
+    QIDO_ATTRIBUTES,
+    FailureReason,
+    StowFailure,
+    StowReference,
+    dataset_json,
+    failure_reason_for,
+    instance_metadata,
+    peek_sop_uids,
+    stow_response,
+)
 
 __all__ = [
+    "QIDO_ATTRIBUTES",
     "SELECTION_KEYWORDS",
     "UNVERIFIED",
     "CandidateReason",
@@ -53,6 +66,7 @@ __all__ = [
     "DicomIOError",
     "DicomInstance",
     "Eligibility",
+    "FailureReason",
     "HeaderFacts",
     "InstanceKind",
     "InvalidDicomError",
@@ -76,16 +90,27 @@ __all__ = [
     "SelectionDecision",
     "SelectionRules",
     "SelectionRulesError",
+    "SendError",
+    "SendResult",
+    "StowFailure",
+    "StowReference",
     "TruncatedFileError",
     "UnsupportedTransferSyntaxError",
     "Window",
     "build_result_objects",
+    "c_store",
+    "dataset_json",
+    "failure_reason_for",
     "group_by_study",
+    "instance_metadata",
     "load_result_codes",
+    "peek_sop_uids",
     "read_and_render",
     "read_flags",
     "read_instance",
     "render",
     "select_image",
+    "stow_response",
+    "stow_rs",
     "study_ready",
 ]

@@ -27,6 +27,7 @@ from dicom_io.errors import (
 )
 
 __all__ = [
+    "QIDO_ATTRIBUTES",
     "FailureReason",
     "StowFailure",
     "StowReference",

@@ -17,6 +17,7 @@ from app.api.routes import (
     check_report,
     checks,
     dicomweb,
+    exports,
     feedback,
     flags,
     groundings,
@@ -99,6 +100,8 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
                 poll_interval_s=settings.worker.poll_interval_s,
                 quiet_period_s=settings.ingest.quiet_period_s,
                 max_attempts=settings.worker.max_attempts,
+                export=settings.export,
+                pacs=settings.pacs,
             )
             worker.heartbeat()
             thread = worker.start_thread()
@@ -184,6 +187,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         studies,
         report_versions,
         checks,
+        exports,
         groundings,
         flags,
         check_report,

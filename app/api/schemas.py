@@ -375,3 +375,44 @@ class ReadinessOut(BaseModel):
     schema_current: bool
     worker_alive: bool
     detail: list[str] = Field(default_factory=list)
+
+
+class ExportObjectOut(BaseModel):
+    """One DICOM object an export sends (its UIDs, as stored in the PACS)."""
+
+    kind: Literal["measurement_report", "text_report", "presentation_state"]
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+class ExportOut(BaseModel):
+    """A send of a check's results to a PACS node (TID 1500 SR, text SR, GSPS): unverified AI
+    output, marked PRELIMINARY / UNVERIFIED in the objects themselves."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    check_job_id: int
+    destination: str = Field(description="RADCHECK_PACS__NODES name")
+    method: Literal["stow-rs", "c-store"]
+    trigger: str = Field(description="manual, auto_on_complete or after_accept")
+    status: Literal["queued", "running", "succeeded", "failed"]
+    attempts: int
+    max_attempts: int
+    error: str | None = Field(description="The last failed attempt's error (kept after a retry)")
+    next_attempt_at: datetime | None
+    predecessor_id: int | None = Field(
+        description="The earlier export these objects supersede (Predecessor Documents Sequence)"
+    )
+    objects: list[ExportObjectOut] = Field(description="Filled in once built")
+    requested_by: str
+    created_at: datetime
+    finished_at: datetime | None
+    ai_generated: Literal[True] = True
+    verification_status: Literal["unverified"] = "unverified"
+    disclaimer: str = (
+        "Unverified AI output: the exported objects are marked PRELIMINARY and UNVERIFIED; "
+        "a radiologist must review every flag."
+    )

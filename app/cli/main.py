@@ -210,6 +210,8 @@ def worker_command(
         poll_interval_s=settings.worker.poll_interval_s,
         quiet_period_s=settings.ingest.quiet_period_s,
         max_attempts=settings.worker.max_attempts,
+        export=settings.export,
+        pacs=settings.pacs,
     )
     try:
         worker.pipeline  # noqa: B018 - load the checker and model now: a bad config fails here

@@ -490,3 +490,46 @@ class GroundingRecord(Base):
     created_at: Mapped[datetime] = _ts(default=utcnow)
 
     job: Mapped[CheckJob] = relationship(back_populates="groundings")
+
+
+class ExportStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ExportJob(Base):
+    """One send of a check's results (TID 1500 SR, text SR, GSPS) to a PACS node.
+
+    The object UIDs are fixed when the export is created, so every retry sends the same objects
+    (a PACS stores an instance once). A failed attempt keeps its error and waits ``next_attempt_at``.
+    """
+
+    __tablename__ = "export_jobs"
+    __table_args__ = (Index("ix_export_jobs_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    check_job_id: Mapped[int] = mapped_column(
+        ForeignKey("check_jobs.id", ondelete="CASCADE"), index=True
+    )
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=ExportStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    next_attempt_at: Mapped[datetime] = _ts(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = _ts()
+    error: Mapped[str | None] = mapped_column(Text)
+    uids: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    objects: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    predecessor_id: Mapped[int | None] = mapped_column(Integer)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = _ts(default=utcnow)
+    started_at: Mapped[datetime | None] = _ts()
+    finished_at: Mapped[datetime | None] = _ts()
+
+    job: Mapped[CheckJob] = relationship()

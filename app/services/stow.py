@@ -40,7 +40,7 @@ from app.db.session import Database
 from app.services.errors import InvalidInputError, PayloadTooLargeError, ServiceError
 from app.services.ingest import IngestOutcome, StudyMismatchError, ingest_instance
 from app.services.storage import ContentStore
-from dicom_io.web import FailureReason, StowFailure, failure_reason_for, peek_sop_uids
+from dicom_io import FailureReason, StowFailure, failure_reason_for, peek_sop_uids
 
 __all__ = [
     "MultipartRelatedReceiver",

@@ -13,12 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 
 from app.db.session import Database
-from app.services import jobs
+from app.services import exports, jobs
 from app.services.clock import db_now
 from app.services.errors import LeaseLostError
 from app.services.ingest import mark_complete_studies
 from app.services.pipeline import CheckPipeline
 from app.services.report_intake import match_waiting_reports
+from app.settings import ExportMode, ExportSettings, PacsSettings
+from app.worker.exports import ExportRunner
 
 __all__ = ["Worker"]
 
@@ -39,6 +41,8 @@ class Worker:
         quiet_period_s: float,
         worker_id: str | None = None,
         max_attempts: int = 3,
+        export: ExportSettings | None = None,
+        pacs: PacsSettings | None = None,
     ) -> None:
         self.db = db
         self._pipeline_factory = pipeline_factory
@@ -51,6 +55,20 @@ class Worker:
         self._last_heartbeat = 0.0
         self.max_attempts = max_attempts
         self.stop_event = threading.Event()
+        self.export = export
+        self.pacs = pacs
+        self.exporter = (
+            ExportRunner(
+                db,
+                files_dir=files_dir,
+                export=export,
+                pacs=pacs,
+                worker_id=self.worker_id,
+                lease_s=max(lease_s, 60.0),
+            )
+            if export is not None and pacs is not None and export.destination is not None
+            else None
+        )
 
     @property
     def pipeline(self) -> CheckPipeline:
@@ -88,6 +106,7 @@ class Worker:
     def run_once(self) -> bool:
         """Claim and process at most one job; returns True if one was processed."""
         self.match_reports()
+        exported = self.exporter.run_once() if self.exporter is not None else False
         with self.db.session() as session:
             job_id = jobs.claim_next(
                 session,
@@ -96,7 +115,7 @@ class Worker:
                 quiet_period=self.quiet_period,
             )
         if job_id is None:
-            return False
+            return exported
         logger.info("job %s claimed by %s", job_id, self.worker_id)
         lost = threading.Event()
         done = threading.Event()
@@ -131,6 +150,15 @@ class Worker:
             stored = jobs.complete_job(
                 session, job_id=job_id, worker_id=self.worker_id, result=result
             )
+            if stored and self.exporter is not None and self.export and self.pacs:
+                exports.auto_export(
+                    session,
+                    check_job_id=job_id,
+                    export=self.export,
+                    pacs=self.pacs,
+                    event=ExportMode.AUTO_ON_COMPLETE,
+                    actor=f"worker:{self.worker_id}",
+                )
         logger.info("job %s %s", job_id, "succeeded" if stored else "result discarded")
         return True
 

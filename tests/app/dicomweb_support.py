@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import socket
 import threading
 import time
@@ -65,8 +66,7 @@ def copy_with_new_uids(
     ds: Dataset, *, study_uid: str | None = None, accession: str | None = None
 ) -> Dataset:
     """A copy of ``ds`` that is a new instance (new SOP and series UIDs; study as given)."""
-    out = ds.copy()
-    out.file_meta = ds.file_meta.copy()
+    out = copy.deepcopy(ds)
     sop = generate_uid()
     out.SOPInstanceUID = sop
     out.file_meta.MediaStorageSOPInstanceUID = sop

@@ -93,6 +93,7 @@ def test_large_chunked_body_streams_every_part_to_the_store(
     answer = client(server, keys["integration"]).store_instances(datasets, study_instance_uid=None)
     assert len(answer.ReferencedSOPSequence) == 5
     rows = stored(settings)
+    assert len(rows) == 5
     files = settings.files_dir
     for ds in datasets:
         row = rows[ds.SOPInstanceUID]

@@ -40,6 +40,9 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[Any]] = {
     ("POST", "/api/v1/studies/{study_uid}/checks"): ALL,
     ("GET", "/api/v1/checks/{job_id}"): ALL,
     ("POST", "/api/v1/checks/{job_id}/retry"): INTEGRATION,
+    ("POST", "/api/v1/checks/{job_id}/export"): ALL,
+    ("GET", "/api/v1/checks/{job_id}/exports"): ALL,
+    ("GET", "/api/v1/exports/{export_id}"): ALL,
     ("POST", "/api/v1/flags/{flag_id}/reviews"): RADIOLOGIST,
     ("POST", "/api/v1/check-report"): ALL,
     ("GET", "/api/v1/checks/{job_id}/groundings"): ALL,
@@ -61,6 +64,25 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[Any]] = {
     ("GET", "/api/v1/worklist/next"): ALL,
     ("POST", "/dicomweb/studies"): INTEGRATION,
     ("POST", "/dicomweb/studies/{study_uid}"): INTEGRATION,
+    ("GET", "/dicomweb/studies"): ALL,
+    ("GET", "/dicomweb/series"): ALL,
+    ("GET", "/dicomweb/instances"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/series"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/instances"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/metadata"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/metadata"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/instances"): ALL,
+    ("GET", "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"): ALL,
+    (
+        "GET",
+        "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
+    ): ALL,
+    (
+        "GET",
+        "/dicomweb/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
+    ): ALL,
 }
 """(METHOD, path as in the OpenAPI document) -> the roles admitted (admin is always among them)."""
 

@@ -102,6 +102,16 @@ def test_qualified_denials(checker: Checker, findings: str, impression: str, fla
         ("There is no consolidation.", "Right lower lobe airspace disease.", True),
         ("Mild cardiomegaly with a large hiatal hernia.", "Mild cardiomegaly.", False),
         ("Severe cardiomegaly.", "Mild enlargement of the cardiac silhouette.", True),
+        # "density" for "opacity" (Fleischner glossary); bone and soft-tissue densities are not
+        (
+            "Rounded density in the left upper lobe.",
+            "Rounded opacity in the right upper lobe.",
+            True,
+        ),
+        ("Ill-defined density at the left base.", "Left basilar opacity.", False),
+        ("Patchy densities in the right upper lung.", "The lungs are clear.", True),
+        ("Decreased bone density. Lungs are clear.", "No acute cardiopulmonary process.", False),
+        ("Soft tissue density over the left apex.", "No pulmonary opacity.", False),
     ],
 )
 def test_synonyms_and_grades(checker: Checker, findings: str, impression: str, flag: bool) -> None:

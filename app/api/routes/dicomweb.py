@@ -7,15 +7,39 @@ retrieving any role. Errors that are not per-instance STOW failures use the API'
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+import re
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
-from app.api.deps import DbDep, Integrator, SettingsDep, StoreDep
+from app.api.deps import (
+    DbDep,
+    Integrator,
+    ReadAuditDep,
+    Reader,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+)
 from app.api.errors import ErrorBody, error_response
+from app.services.audit import ReadAuditBuffer
+from app.services.auth import Principal
+from app.services.dicomweb import (
+    QidoQuery,
+    parse_qido,
+    retrievable,
+    search_instances,
+    search_series,
+    search_studies,
+)
 from app.services.errors import InvalidInputError, PayloadTooLargeError
+from app.services.images import MAX_SIZE, DisplayRequest, RenderCache, render_instance
+from app.services.storage import ContentStore
 from app.services.stow import (
     MultipartRelatedReceiver,
     PartResult,
@@ -24,7 +48,7 @@ from app.services.stow import (
     store_part,
 )
 from app.settings import Settings
-from dicom_io.web import StowFailure, StowReference, stow_response
+from dicom_io import StowFailure, StowReference, instance_metadata, stow_response
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 logger = logging.getLogger(__name__)
@@ -38,6 +62,12 @@ StudyPath = Annotated[
         description="Study Instance UID (digits and dots)",
         examples=["1.2.840.113619.2.1.1"],
     ),
+]
+SeriesPath = Annotated[
+    str, Path(pattern=r"^[0-9.]{1,64}$", description="Series Instance UID (digits and dots)")
+]
+SopPath = Annotated[
+    str, Path(pattern=r"^[0-9.]{1,64}$", description="SOP Instance UID (digits and dots)")
 ]
 
 
@@ -192,3 +222,448 @@ async def stow_study(
     settings: SettingsDep,
 ) -> Response:
     return await _stow(request, study_uid, principal.actor, db, store, settings)
+
+
+# --- QIDO-RS -------------------------------------------------------------------------------------
+
+QIDO_DESCRIPTION = (
+    "Matching keys by keyword or tag: StudyInstanceUID, PatientID, PatientName (wildcards * ?), "
+    "StudyDate (YYYYMMDD or ranges), AccessionNumber, ModalitiesInStudy, StudyDescription; series: "
+    "SeriesInstanceUID, Modality, SeriesNumber; instances: SOPInstanceUID, SOPClassUID, "
+    "InstanceNumber. limit (<= 1000), offset, includefield (keywords or all). Text matching is "
+    "case-insensitive. Answer: application/dicom+json (an empty array when nothing matches)."
+)
+QIDO_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {DICOM_JSON: {}}, "description": "Matching objects (DICOM JSON array)"},
+    400: {"model": ErrorBody, "description": "An unsupported matching key or a bad value"},
+    406: {"model": ErrorBody, "description": "Accept names no JSON media type"},
+}
+
+
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "").lower()
+    return not accept or any(m in accept for m in ("json", "*/*", "application/*"))
+
+
+def _qido(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    level: str,
+    run: Callable[[Session, QidoQuery, str], list[dict[str, Any]]],
+) -> Response:
+    if not _wants_json(request):
+        return error_response(
+            request,
+            406,
+            "not_acceptable",
+            "QIDO-RS answers application/dicom+json only (application/dicom+xml is not supported).",
+        )
+    try:
+        query = parse_qido(list(request.query_params.multi_items()), level)
+    except InvalidInputError as exc:
+        return error_response(request, 400, "bad_request", str(exc))
+    body = run(session, query, public_base(request, settings))
+    return JSONResponse(body, media_type=DICOM_JSON)
+
+
+@router.get(
+    "/studies",
+    summary="QIDO-RS: search for studies",
+    description=QIDO_DESCRIPTION,
+    response_class=Response,
+    responses=QIDO_RESPONSES,
+)
+def qido_studies(
+    request: Request, session: SessionDep, settings: SettingsDep, principal: Reader
+) -> Response:
+    return _qido(request, session, settings, "study", search_studies)
+
+
+@router.get(
+    "/series",
+    summary="QIDO-RS: search for series (all studies)",
+    description=QIDO_DESCRIPTION,
+    response_class=Response,
+    responses=QIDO_RESPONSES,
+)
+def qido_all_series(
+    request: Request, session: SessionDep, settings: SettingsDep, principal: Reader
+) -> Response:
+    return _qido(request, session, settings, "series", search_series)
+
+
+@router.get(
+    "/studies/{study_uid}/series",
+    summary="QIDO-RS: search for series of a study",
+    description=QIDO_DESCRIPTION,
+    response_class=Response,
+    responses=QIDO_RESPONSES,
+)
+def qido_series(
+    request: Request,
+    study_uid: StudyPath,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Reader,
+) -> Response:
+    return _qido(request, session, settings, "series", partial(_in_study, search_series, study_uid))
+
+
+@router.get(
+    "/instances",
+    summary="QIDO-RS: search for instances (all studies)",
+    description=QIDO_DESCRIPTION,
+    response_class=Response,
+    responses=QIDO_RESPONSES,
+)
+def qido_all_instances(
+    request: Request, session: SessionDep, settings: SettingsDep, principal: Reader
+) -> Response:
+    return _qido(request, session, settings, "instance", search_instances)
+
+
+@router.get(
+    "/studies/{study_uid}/instances",
+    summary="QIDO-RS: search for instances of a study",
+    description=QIDO_DESCRIPTION,
+    response_class=Response,
+    responses=QIDO_RESPONSES,
+)
+def qido_study_instances(
+    request: Request,
+    study_uid: StudyPath,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Reader,
+) -> Response:
+    return _qido(
+        request, session, settings, "instance", partial(_in_study, search_instances, study_uid)
+    )
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances",
+    summary="QIDO-RS: search for instances of a series",
+    description=QIDO_DESCRIPTION,
+    response_class=Response,
+    responses=QIDO_RESPONSES,
+)
+def qido_series_instances(
+    request: Request,
+    study_uid: StudyPath,
+    series_uid: SeriesPath,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Reader,
+) -> Response:
+    def run(s: Session, q: QidoQuery, base: str) -> list[dict[str, Any]]:
+        return search_instances(s, q, base, study_uid, series_uid)
+
+    return _qido(request, session, settings, "instance", run)
+
+
+def _in_study(
+    search: Callable[..., list[dict[str, Any]]],
+    study_uid: str,
+    session: Session,
+    q: QidoQuery,
+    base: str,
+) -> list[dict[str, Any]]:
+    return search(session, q, base, study_uid)
+
+
+# --- WADO-RS -------------------------------------------------------------------------------------
+
+WADO_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {'multipart/related; type="application/dicom"': {}}},
+    404: {"model": ErrorBody},
+    406: {"model": ErrorBody, "description": "A transfer syntax RadCheck does not hold"},
+}
+WADO_BOUNDARY = "radcheck-wado-9f1c2e7b"
+
+
+def _requested_syntax(request: Request) -> str | Literal["*"] | None:
+    """The transfer syntax the Accept header asks for ('*' or None: as stored)."""
+    accept = request.headers.get("accept", "")
+    if not accept:
+        return None
+    syntaxes: list[str] = []
+    for item in accept.split(","):
+        if "application/dicom" not in item.lower() and "*/*" not in item:
+            continue
+        match = re.search(r"transfer-syntax\s*=\s*\"?([0-9.*]+)", item)
+        if match is None:
+            return None
+        syntaxes.append(match.group(1))
+    if not syntaxes:
+        raise NotAcceptableError(
+            'WADO-RS retrieves instances as multipart/related; type="application/dicom": '
+            f"the Accept header {accept[:120]!r} names no such media type."
+        )
+    return "*" if "*" in syntaxes else ",".join(syntaxes)
+
+
+class NotAcceptableError(Exception):
+    """The Accept header asks for something this server cannot produce."""
+
+
+def _wado(
+    request: Request,
+    session: Session,
+    store: ContentStore,
+    reads: ReadAuditBuffer,
+    principal: Principal,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> Response:
+    try:
+        wanted = _requested_syntax(request)
+    except NotAcceptableError as exc:
+        return error_response(request, 406, "not_acceptable", str(exc))
+    objects = retrievable(session, study_uid, series_uid, sop_uid)
+    if wanted not in (None, "*"):
+        accepted = set(wanted.split(","))
+        unmatched = [o for o in objects if o.transfer_syntax_uid not in accepted]
+        if unmatched:
+            return error_response(
+                request,
+                406,
+                "not_acceptable",
+                f"{len(unmatched)} instance(s) are stored in transfer syntax "
+                f"{unmatched[0].transfer_syntax_uid}, not {wanted}; RadCheck returns instances "
+                "as received (no transcoding): ask for transfer-syntax=* .",
+            )
+    reads.add(
+        actor=principal.actor,
+        action="instances.retrieved",
+        study_id=objects[0].study_id,
+        object_type="dicomweb",
+        object_id=len(objects),
+    )
+    paths = [(store.path_for(o.storage_path), o.transfer_syntax_uid) for o in objects]
+
+    def body() -> Iterator[bytes]:
+        for path, syntax in paths:
+            ts = f"; transfer-syntax={syntax}" if syntax else ""
+            yield (
+                f"--{WADO_BOUNDARY}\r\nContent-Type: application/dicom{ts}\r\n"
+                f"Content-Length: {path.stat().st_size}\r\n\r\n"
+            ).encode()
+            with path.open("rb") as handle:
+                while chunk := handle.read(1024 * 1024):
+                    yield chunk
+            yield b"\r\n"
+        yield f"--{WADO_BOUNDARY}--\r\n".encode()
+
+    return StreamingResponse(
+        body(),
+        media_type=f'multipart/related; type="application/dicom"; boundary={WADO_BOUNDARY}',
+    )
+
+
+@router.get(
+    "/studies/{study_uid}",
+    summary="WADO-RS: retrieve a study's instances",
+    response_class=Response,
+    responses=WADO_RESPONSES,
+)
+def wado_study(
+    request: Request,
+    study_uid: StudyPath,
+    session: SessionDep,
+    store: StoreDep,
+    reads: ReadAuditDep,
+    principal: Reader,
+) -> Response:
+    return _wado(request, session, store, reads, principal, study_uid)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}",
+    summary="WADO-RS: retrieve a series' instances",
+    response_class=Response,
+    responses=WADO_RESPONSES,
+)
+def wado_series(
+    request: Request,
+    study_uid: StudyPath,
+    series_uid: SeriesPath,
+    session: SessionDep,
+    store: StoreDep,
+    reads: ReadAuditDep,
+    principal: Reader,
+) -> Response:
+    return _wado(request, session, store, reads, principal, study_uid, series_uid)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+    summary="WADO-RS: retrieve one instance",
+    response_class=Response,
+    responses=WADO_RESPONSES,
+)
+def wado_instance(
+    request: Request,
+    study_uid: StudyPath,
+    series_uid: SeriesPath,
+    sop_uid: SopPath,
+    session: SessionDep,
+    store: StoreDep,
+    reads: ReadAuditDep,
+    principal: Reader,
+) -> Response:
+    return _wado(request, session, store, reads, principal, study_uid, series_uid, sop_uid)
+
+
+def _metadata(
+    request: Request,
+    session: Session,
+    store: ContentStore,
+    reads: ReadAuditBuffer,
+    principal: Principal,
+    settings: Settings,
+    study_uid: str,
+    series_uid: str | None = None,
+    sop_uid: str | None = None,
+) -> Response:
+    if not _wants_json(request):
+        return error_response(
+            request, 406, "not_acceptable", "WADO-RS metadata is served as application/dicom+json."
+        )
+    objects = retrievable(session, study_uid, series_uid, sop_uid)
+    reads.add(
+        actor=principal.actor,
+        action="metadata.read",
+        study_id=objects[0].study_id,
+        object_type="dicomweb",
+        object_id=len(objects),
+    )
+    # Bulk data (pixel data) is left out: RadCheck has no bulkdata resource; retrieve the instance.
+    body = [instance_metadata(store.path_for(o.storage_path)) for o in objects]
+    return JSONResponse(body, media_type=DICOM_JSON)
+
+
+META_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {DICOM_JSON: {}}},
+    404: {"model": ErrorBody},
+}
+
+
+@router.get(
+    "/studies/{study_uid}/metadata",
+    summary="WADO-RS: metadata of a study's instances",
+    response_class=Response,
+    responses=META_RESPONSES,
+)
+def metadata_study(
+    request: Request,
+    study_uid: StudyPath,
+    session: SessionDep,
+    store: StoreDep,
+    reads: ReadAuditDep,
+    principal: Reader,
+    settings: SettingsDep,
+) -> Response:
+    return _metadata(request, session, store, reads, principal, settings, study_uid)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/metadata",
+    summary="WADO-RS: metadata of a series' instances",
+    response_class=Response,
+    responses=META_RESPONSES,
+)
+def metadata_series(
+    request: Request,
+    study_uid: StudyPath,
+    series_uid: SeriesPath,
+    session: SessionDep,
+    store: StoreDep,
+    reads: ReadAuditDep,
+    principal: Reader,
+    settings: SettingsDep,
+) -> Response:
+    return _metadata(request, session, store, reads, principal, settings, study_uid, series_uid)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
+    summary="WADO-RS: metadata of one instance",
+    response_class=Response,
+    responses=META_RESPONSES,
+)
+def metadata_instance(
+    request: Request,
+    study_uid: StudyPath,
+    series_uid: SeriesPath,
+    sop_uid: SopPath,
+    session: SessionDep,
+    store: StoreDep,
+    reads: ReadAuditDep,
+    principal: Reader,
+    settings: SettingsDep,
+) -> Response:
+    return _metadata(
+        request, session, store, reads, principal, settings, study_uid, series_uid, sop_uid
+    )
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
+    summary="WADO-RS: the instance rendered (image/png or image/jpeg)",
+    description="The checker's display pipeline (MONOCHROME1 inverted, VOI LUT / window). "
+    "Accept: image/jpeg for JPEG, else PNG. Query: window=center,width[,function] and "
+    "viewport=width,height (the longest side is fitted).",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}}},
+        400: {"model": ErrorBody},
+        404: {"model": ErrorBody},
+    },
+)
+def rendered_instance(
+    request: Request,
+    study_uid: StudyPath,
+    series_uid: SeriesPath,
+    sop_uid: SopPath,
+    session: SessionDep,
+    store: StoreDep,
+    reads: ReadAuditDep,
+    principal: Reader,
+    window: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9.,\-a-zA-Z_]+$")] = None,
+    viewport: Annotated[str | None, Query(max_length=32, pattern=r"^[0-9]+(,[0-9]+)?$")] = None,
+) -> Response:
+    retrievable(session, study_uid, series_uid, sop_uid)  # 404 unless under this path
+    accept = request.headers.get("accept", "").lower()
+    fmt: Literal["png", "jpeg"] = (
+        "jpeg" if "image/jpeg" in accept and "image/png" not in accept else "png"
+    )
+    center = width = None
+    if window is not None:
+        parts = window.split(",")
+        try:
+            center, width = float(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            return error_response(
+                request, 400, "bad_request", "window must be center,width[,function]"
+            )
+        if width < 1:
+            return error_response(request, 400, "bad_request", "window width must be >= 1")
+    size = 1024
+    if viewport is not None:
+        size = max(16, min(MAX_SIZE, max(int(v) for v in viewport.split(","))))
+    cache: RenderCache = request.app.state.render_cache
+    req = DisplayRequest(center=center, width=width, max_size=size, format=fmt)
+    out, study_id, _cached = render_instance(
+        session, store, cache, sop_instance_uid=sop_uid, req=req
+    )
+    reads.add(
+        actor=principal.actor,
+        action="image.read",
+        study_id=study_id,
+        object_type="instance",
+        object_id=sop_uid[:64],
+    )
+    return Response(out.content, media_type=out.media_type)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import Radiologist, Reader, SessionDep
+from app.api.deps import Radiologist, Reader, SessionDep, SettingsDep
 from app.api.errors import ErrorBody
 from app.api.people_schemas import ReviewHistoryItem
 from app.api.schemas import IdPath, ReviewIn, ReviewOut
 from app.db.models import DismissReason, ReviewDecision
+from app.services.exports import auto_export
 from app.services.reviews import review_flag, review_history
+from app.settings import ExportMode
 
 router = APIRouter(prefix="/flags", tags=["flags"])
 
@@ -22,7 +24,11 @@ router = APIRouter(prefix="/flags", tags=["flags"])
     responses={404: {"model": ErrorBody}},
 )
 def post_review(
-    flag_id: IdPath, body: ReviewIn, session: SessionDep, principal: Radiologist
+    flag_id: IdPath,
+    body: ReviewIn,
+    session: SessionDep,
+    principal: Radiologist,
+    settings: SettingsDep,
 ) -> ReviewOut:
     review = review_flag(
         session,
@@ -32,6 +38,15 @@ def post_review(
         actor=principal.actor,
         reason=DismissReason(body.reason) if body.reason else None,
     )
+    if review.decision == ReviewDecision.ACCEPTED:
+        auto_export(
+            session,
+            check_job_id=review.flag.check_job_id,
+            export=settings.export,
+            pacs=settings.pacs,
+            event=ExportMode.AFTER_ACCEPT,
+            actor=principal.actor,
+        )
     return ReviewOut.model_validate(review)
 
 
