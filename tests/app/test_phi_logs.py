@@ -139,10 +139,6 @@ def phi_files(tmp_path: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    os.environ.get("RADCHECK_TEST_PHI_E2E") != "1",
-    reason="set RADCHECK_TEST_PHI_E2E=1: not yet run to completion on the shared CI machine",
-)
 @pytest.mark.timeout(1500)  # three real processes and a model load on a busy 2-core machine
 def test_no_phi_or_key_in_any_log_line_at_debug(
     sqlite_settings: Settings, procs: Processes, tiny_checkpoint: Path, tmp_path: Path
