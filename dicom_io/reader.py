@@ -173,10 +173,52 @@ def _peek_pixel_element(fp: BinaryIO, size: int, ds: Dataset) -> _PixelElement:
     else:
         (length,) = struct.unpack(endian + "H", header[6:8])
         header_length = 8
-    if length == 0xFFFFFFFF:  # encapsulated: length unknown until the items are read
-        return _PixelElement(keyword, truncated_by=0 if size > start + header_length else 1)
+    if length == 0xFFFFFFFF:  # encapsulated: walk the item headers (no pixel data is read)
+        fp.seek(start + header_length)
+        return _PixelElement(keyword, truncated_by=_encapsulated_shortfall(fp, size, ds))
     missing = start + header_length + length - size
     return _PixelElement(keyword, truncated_by=max(missing, 0))
+
+
+_ITEM = 0xFFFEE000
+_SEQUENCE_END = 0xFFFEE0DD
+# Transfer syntaxes whose frames end with an EOI/EOC marker (FFD9): JPEG, JPEG-LS, JPEG 2000, HTJ2K.
+_FFD9_SYNTAXES = frozenset(
+    f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, 90, 91, 92, 93, 201, 202, 203)
+)
+
+
+def _encapsulated_shortfall(fp: BinaryIO, size: int, ds: Dataset) -> int:
+    """Bytes missing from encapsulated pixel data: items that run past the end of the file, no
+    sequence delimiter, or a JPEG-family stream without its end marker (cut and re-wrapped).
+
+    Reads 8 bytes per item and the last fragment's final bytes, never the pixel data itself.
+    """
+    last: tuple[int, int] | None = None
+    first = True
+    while True:
+        header = fp.read(8)
+        if len(header) < 8:
+            return 8 - len(header)
+        group, elem, length = (int(v) for v in struct.unpack("<HHL", header))
+        tag = (group << 16) | elem
+        if tag == _SEQUENCE_END:
+            break
+        if tag != _ITEM:
+            return 0  # malformed, not short: pydicom reports it when the pixels are decoded
+        position = fp.tell()
+        if position + length > size:
+            return position + length - size
+        if not first and length:
+            last = (position, length)
+        first = False
+        fp.seek(position + length)
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta is not None else ""
+    if last is None or ts not in _FFD9_SYNTAXES:
+        return 0
+    position, length = last
+    fp.seek(position + max(length - 8, 0))
+    return 0 if b"\xff\xd9" in fp.read(min(length, 8)) else 1
 
 
 def _read_dataset(
@@ -389,8 +431,9 @@ def _build(dataset: Dataset, pixel: _PixelElement | None, limits: DecodeLimits) 
         if pixel.truncated_by:
             raise TruncatedFileError(
                 f"The (7FE0,0010) '{pixel.keyword}' element is cut short: the file ends "
-                f"{pixel.truncated_by} bytes before the length its header announces. The file is "
-                "truncated; ask the sender to re-send it."
+                f"{pixel.truncated_by} bytes before the length its header announces (or its "
+                "compressed stream before its end marker). The file is truncated; ask the sender "
+                "to re-send it."
             )
     return DicomInstance(
         sop_instance_uid=uids["SOPInstanceUID"],

@@ -27,8 +27,12 @@ class ReportTooLargeError(PayloadTooLargeError, InvalidInputError):
     """A report is longer than the configured limit (413 on the API, AR on HL7)."""
 
 
-class StorageFullError(ServiceError):
-    """The file store has no space left; nothing was stored (507)."""
+class StorageFullError(ServiceError, OSError):
+    """The file store has no space left; nothing was stored (507). An ``OSError`` with ``errno``
+    ENOSPC (or EDQUOT), so callers that handle a full disk as an ``OSError`` keep working."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class CheckIncompleteError(ServiceError):

@@ -17,7 +17,7 @@ from app.db.models import Base, Instance, Series, Study, StudyStatus
 from app.services import audit
 from app.services.clock import db_now
 from app.services.errors import InvalidInputError
-from app.services.storage import ContentStore
+from app.services.storage import ContentStore, StagedFile
 
 __all__ = [
     "IngestOutcome",
@@ -110,8 +110,47 @@ def ingest_instance(
         select(Instance).where(Instance.sop_instance_uid == inst.sop_instance_uid)
     )
     if existing is not None:
-        return _already_stored(session, existing, digest, outcome, actor)
-    stored = store.put(data)
+        return _already_stored(session, store, existing, data, inst, digest, outcome, actor, limits)
+    # Two-phase write: the file is staged (written, fsynced) now and moved into place only once
+    # this request's row won; a refused or losing upload leaves no file behind.
+    staged = store.stage(data)
+    try:
+        won = _insert(session, inst, staged, outcome, source)
+    except BaseException:
+        store.discard(staged)
+        raise
+    if won is None:
+        store.discard(staged)
+        # A concurrent request stored the same SOP Instance UID first.
+        existing = session.scalar(
+            select(Instance).where(Instance.sop_instance_uid == inst.sop_instance_uid)
+        )
+        if existing is None:
+            raise AssertionError("unique violation on sop_instance_uid without a row")
+        return _already_stored(session, store, existing, data, inst, digest, outcome, actor, limits)
+    study, row = won
+    stored = store.commit(staged)
+    audit.record(
+        session,
+        actor=actor,
+        action="instance.stored",
+        study_id=study.id,
+        object_type="instance",
+        object_id=row.id,
+        details={"source": source, "kind": row.kind, "sha256": stored.sha256},
+    )
+    logger.info("stored instance id=%s study id=%s kind=%s", row.id, study.id, row.kind)
+    return outcome
+
+
+def _insert(
+    session: Session,
+    inst: dicom_io.DicomInstance,
+    staged: StagedFile,
+    outcome: IngestOutcome,
+    source: str,
+) -> tuple[Study, Instance] | None:
+    """Add the study, series and instance rows; None when another request's row won the UID."""
     study = _get_or_create(
         session,
         Study,
@@ -144,9 +183,9 @@ def ingest_instance(
         kind=str(inst.kind),
         instance_number=inst.instance_number,
         transfer_syntax_uid=inst.transfer_syntax_uid,
-        sha256=stored.sha256,
-        size_bytes=stored.size_bytes,
-        storage_path=stored.relative_path,
+        sha256=staged.sha256,
+        size_bytes=staged.size_bytes,
+        storage_path=staged.relative_path,
         attributes=dict(inst.attributes),
         header=inst.header.to_dict(),
         eligible=inst.eligibility.eligible,
@@ -159,26 +198,75 @@ def ingest_instance(
             session.add(row)
             session.flush()
     except IntegrityError:
-        # A concurrent request stored the same SOP Instance UID first.
-        existing = session.scalar(
-            select(Instance).where(Instance.sop_instance_uid == inst.sop_instance_uid)
-        )
-        if existing is None:
-            raise
-        return _already_stored(session, existing, digest, outcome, actor)
+        return None
     # A late instance re-opens a study that was already complete or checked.
     study.last_instance_at = now
+    study.status = StudyStatus.RECEIVING
+    return study, row
+
+
+def _stored_problem(
+    store: ContentStore, existing: Instance, limits: dicom_io.DecodeLimits | None
+) -> str | None:
+    """Why the stored copy is unusable (missing, truncated, undecodable), or None when it is fine."""
+    path = store.path_for(existing.storage_path)
+    if not path.exists():
+        return "stored file missing"
+    try:
+        dicom_io.read_instance(path, decode=True, limits=limits or dicom_io.DecodeLimits())
+    except dicom_io.DicomIOError as exc:
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return None
+
+
+def _replace_broken(
+    session: Session,
+    store: ContentStore,
+    existing: Instance,
+    data: bytes,
+    inst: dicom_io.DicomInstance,
+    outcome: IngestOutcome,
+    actor: str,
+    problem: str,
+    limits: dicom_io.DecodeLimits | None,
+) -> IngestOutcome | None:
+    """A complete re-send replaces a stored copy found broken; None when the new one is no better."""
+    try:
+        dicom_io.read_instance(data, decode=True, limits=limits or dicom_io.DecodeLimits())
+    except dicom_io.DicomIOError:
+        return None
+    old = (existing.sha256, existing.storage_path)
+    staged = store.stage(data)
+    try:
+        existing.sha256 = staged.sha256
+        existing.size_bytes = staged.size_bytes
+        existing.storage_path = staged.relative_path
+        existing.transfer_syntax_uid = inst.transfer_syntax_uid
+        existing.attributes = dict(inst.attributes)
+        existing.header = inst.header.to_dict()
+        existing.eligible = inst.eligibility.eligible
+        existing.eligibility_reasons = list(outcome.reasons)
+        existing.received_at = db_now(session)
+        session.flush()
+    except BaseException:
+        store.discard(staged)
+        raise
+    store.commit(staged)
+    if old[1] != staged.relative_path:
+        store.remove(old[1])
+    study = existing.series.study
+    study.last_instance_at = existing.received_at
     study.status = StudyStatus.RECEIVING
     audit.record(
         session,
         actor=actor,
-        action="instance.stored",
+        action="instance.replaced",
         study_id=study.id,
         object_type="instance",
-        object_id=row.id,
-        details={"source": source, "kind": row.kind, "sha256": stored.sha256},
+        object_id=existing.id,
+        details={"stored_sha256": old[0], "received_sha256": staged.sha256, "problem": problem},
     )
-    logger.info("stored instance id=%s study id=%s kind=%s", row.id, study.id, row.kind)
+    logger.warning("instance id=%s: broken stored copy replaced by a complete re-send", existing.id)
     return outcome
 
 
@@ -206,7 +294,15 @@ def _read(data: bytes, limits: dicom_io.DecodeLimits | None) -> dicom_io.DicomIn
 
 
 def _already_stored(
-    session: Session, existing: Instance, digest: str, outcome: IngestOutcome, actor: str
+    session: Session,
+    store: ContentStore,
+    existing: Instance,
+    data: bytes,
+    inst: dicom_io.DicomInstance,
+    digest: str,
+    outcome: IngestOutcome,
+    actor: str,
+    limits: dicom_io.DecodeLimits | None,
 ) -> IngestOutcome:
     study_id = existing.series.study_id
     if existing.sha256 == digest:
@@ -219,6 +315,13 @@ def _already_stored(
             object_id=existing.id,
         )
         return replace(outcome, stored=False)
+    problem = _stored_problem(store, existing, limits)
+    if problem is not None:
+        replaced = _replace_broken(
+            session, store, existing, data, inst, outcome, actor, problem, limits
+        )
+        if replaced is not None:
+            return replaced
     audit.record(
         session,
         actor=actor,

@@ -224,3 +224,201 @@ def keys_free_settings(tmp_path: Path) -> Settings:
     finally:
         os.umask(old)
     return settings
+
+
+# --- 16.2: decompression and pixel bombs, refused before inflating or decoding -----------------
+
+
+def deflate_bomb(src: Path, pixel_mib: int) -> bytes:
+    """A deflated chest CR whose data set inflates to ``pixel_mib`` MiB of zeros."""
+    ds = pydicom.dcmread(src)
+    side = int((pixel_mib * 1024 * 1024 // 2) ** 0.5)
+    ds.Rows = ds.Columns = side
+    ds.PixelData = bytes(side * side * 2)
+    ds.SOPInstanceUID = f"{UID}.9.{pixel_mib}"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_deflate_bomb_is_refused_413_with_bounded_memory(rg1_path: Path) -> None:
+    import tracemalloc
+
+    import dicom_io
+
+    bomb = deflate_bomb(rg1_path, 64)
+    assert len(bomb) < 200 * 1024  # ~64 MiB of zeros deflates to about 64 KiB
+    limits = dicom_io.DecodeLimits(max_inflated_bytes=8 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(dicom_io.LimitExceededError, match=r"inflates to more than 8388608"):
+            dicom_io.read_instance(bomb, limits=limits)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * 1024 * 1024, peak  # about one inflate step, not 64 MiB
+    assert time.monotonic() - started < 10
+
+
+def test_bombs_over_http_are_413_naming_the_setting_and_leave_nothing(
+    tmp_path: Path, rg1_path: Path
+) -> None:
+    from app.db.migrate import upgrade
+    from app.services.auth import create_api_key
+
+    settings = Settings.model_validate(
+        {
+            **make_settings(tmp_path / "data").model_dump(),
+            "storage": {"data_dir": tmp_path / "data", "max_inflated_bytes": 8 * 1024 * 1024},
+        }
+    )
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    with db.session() as session:
+        _, key = create_api_key(session, name="t", role="integration")
+    # A pixel bomb: a small file whose header announces 60000 x 60000 x 16 bits.
+    pixel_bomb = dicom_bytes(rg1_path, index=7, Rows=60000, Columns=60000)
+    with TestClient(create_app(settings, run_worker=False)) as c:
+        for blob, setting in (
+            (deflate_bomb(rg1_path, 64), "RADCHECK_STORAGE__MAX_INFLATED_BYTES"),
+            (pixel_bomb, "RADCHECK_STORAGE__MAX_PIXEL_BYTES"),
+        ):
+            r = post_files(c, key, blob)
+            assert r.status_code == 413, r.text  # type: ignore[attr-defined]
+            assert setting in r.json()["detail"]  # type: ignore[attr-defined]
+    with db.session() as session:
+        assert session.scalar(select(func.count(Instance.id))) == 0
+    db.dispose()
+    assert stored_files(settings) == []
+
+
+# --- 16.5: a truncated image is refused; a broken stored copy is replaced by a complete one -----
+
+
+def j2k_bytes() -> bytes:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("RG1_J2KR.dcm", download=False)
+    assert path is not None
+    return Path(path).read_bytes()
+
+
+def test_truncated_jpeg2000_is_refused_and_the_complete_file_is_accepted(
+    client: TestClient, keys: dict[str, str], settings: Settings
+) -> None:
+    complete = j2k_bytes()
+    cut = complete[:2164]
+    r = post_files(client, keys["integration"], cut)
+    assert r.status_code == 422 and "truncated" in r.json()["detail"], r.text  # type: ignore[attr-defined]
+    assert stored_files(settings) == []
+    r = post_files(client, keys["integration"], complete)
+    assert r.status_code == 201, r.text  # type: ignore[attr-defined]
+    assert r.json()["accepted"][0]["eligible_for_model"] is True  # type: ignore[attr-defined]
+
+
+def test_a_complete_resend_replaces_a_stored_copy_found_broken(
+    client: TestClient, keys: dict[str, str], settings: Settings
+) -> None:
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from app.db.models import AuditEvent
+
+    complete = j2k_bytes()
+    ds = pydicom.dcmread(io.BytesIO(complete))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    # Cut inside the codestream and re-wrapped with consistent lengths and an end marker: it
+    # looks complete, so it is stored; it does not decode (found broken when checked).
+    ds.PixelData = encapsulate([frame[: len(frame) // 3] + b"\xff\xd9"])
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    broken = buf.getvalue()
+    assert post_files(client, keys["integration"], broken).status_code == 201  # type: ignore[attr-defined]
+    r = post_files(client, keys["integration"], complete)
+    assert r.status_code == 201, r.text  # type: ignore[attr-defined]  # not 409 for ever
+    import hashlib
+
+    db = Database(settings.database_url)
+    with db.session() as session:
+        rows = session.scalars(select(Instance)).all()
+        assert len(rows) == 1 and rows[0].sha256 == hashlib.sha256(complete).hexdigest()
+        actions = session.scalars(select(AuditEvent.action)).all()
+        assert "instance.replaced" in actions
+    db.dispose()
+    assert [p.name for p in stored_files(settings)] == [hashlib.sha256(complete).hexdigest()]
+    # A different but intact copy is still a conflict (409), and the stored one is kept.
+    other = dicom_bytes_of(complete, InstanceNumber=99)
+    assert post_files(client, keys["integration"], other).status_code == 409  # type: ignore[attr-defined]
+    assert len(stored_files(settings)) == 1
+
+
+def dicom_bytes_of(data: bytes, **values: object) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+# --- 16.6: parallel conflicting uploads leave no orphan files ----------------------------------
+
+
+def test_parallel_conflicting_uploads_leave_one_file_and_one_row(
+    settings: Settings, rg1_path: Path
+) -> None:
+    from app.services.ingest import ingest_instance
+    from app.services.storage import ContentStore
+    from tests.app.test_concurrency import parallel
+
+    db = Database(settings.database_url)
+    store = ContentStore(settings.files_dir)
+    blobs = [dicom_bytes(rg1_path, 1, InstanceNumber=i + 1) for i in range(10)]
+    assert len(set(blobs)) == 10
+    results = parallel(
+        10, lambda i: db.run(lambda s: ingest_instance(s, store, blobs[i], actor="t"))
+    )
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(1 for r in results if r.conflict) == 9
+    with db.session() as session:
+        rows = session.scalars(select(Instance)).all()
+    db.dispose()
+    assert len(rows) == 1
+    files = stored_files(settings)
+    assert [p.name for p in files] == [rows[0].sha256], files  # no orphans, no .incoming- temps
+
+
+# --- 13.8: a full disk during ingest is a 507, with no partial file and no row -----------------
+
+
+def test_full_disk_during_ingest_is_507_and_leaves_nothing(
+    client: TestClient,
+    keys: dict[str, str],
+    settings: Settings,
+    rg1_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    from app.services import storage
+
+    real = storage._write_all
+
+    def disk_fills_halfway(fd: int, data: bytes) -> None:
+        real(fd, data[: len(data) // 2])  # a real partial file on disk ...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ... then the disk is full
+
+    monkeypatch.setattr(storage, "_write_all", disk_fills_halfway)
+    r = post_files(client, keys["integration"], dicom_bytes(rg1_path))
+    assert r.status_code == 507, r.text  # type: ignore[attr-defined]
+    assert "No space left" in r.json()["detail"] and r.json()["request_id"]  # type: ignore[attr-defined]
+    assert stored_files(settings) == []  # the partial temporary file was removed
+    db = Database(settings.database_url)
+    with db.session() as session:
+        assert session.scalar(select(func.count(Instance.id))) == 0
+        assert session.scalar(select(func.count(Study.id))) == 0
+    db.dispose()
+    monkeypatch.setattr(storage, "_write_all", real)
+    assert post_files(client, keys["integration"], dicom_bytes(rg1_path)).status_code == 201  # type: ignore[attr-defined]
