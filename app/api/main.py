@@ -28,6 +28,7 @@ from app.api.routes import (
     health,
     instances,
     intake,
+    pacs,
     renders,
     report_versions,
     studies,
@@ -228,6 +229,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         intake,
         feedback,
         users,
+        pacs,
     ):
         api.include_router(module.router, responses=errors)
     app.include_router(api)

@@ -140,3 +140,71 @@ def render(
         typer.echo(f"warning: {warning}", err=True)
     stats = rendered.stats()
     typer.echo(f"wrote {out} ({stats['columns']}x{stats['rows']}, mean {stats['mean']})")
+
+
+@dicom_cli.command("listen")
+def listen(
+    host: Annotated[str | None, typer.Option(help="Bind address (RADCHECK_LISTENER__HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (RADCHECK_LISTENER__PORT)")] = None,
+    ae_title: Annotated[
+        str | None, typer.Option("--ae-title", help="Called AE title (RADCHECK_LISTENER__AE_TITLE)")
+    ] = None,
+) -> None:
+    """A DICOM C-STORE listener (C-ECHO, every storage SOP class): each instance is stored
+    durably through the ingest service before it is acknowledged. SIGTERM drains: stop
+    accepting, let running associations finish (RADCHECK_LISTENER__DRAIN_S), exit."""
+    import signal
+    import threading
+
+    from app.cli.main import fail, settings_or_exit
+    from app.db.migrate import SchemaOutdatedError, ensure_current
+    from app.db.session import Database
+    from app.services.dimse_intake import DimseIntake
+    from app.services.storage import ContentStore
+    from dicom_io.net import ListenerConfig, StoreListener
+
+    settings = settings_or_exit()
+    conf = settings.listener
+    if not conf.allowed_calling_aes:
+        typer.echo(
+            "radcheck dicom listen: warning: RADCHECK_LISTENER__ALLOWED_CALLING_AES is empty, "
+            "every association is refused (set e.g. '[\"ORTHANC\"]').",
+            err=True,
+        )
+    db = Database(settings.database_url, pool_size=settings.database.pool_size)
+    try:
+        ensure_current(db.engine, db.url)
+    except SchemaOutdatedError as exc:
+        fail(str(exc))
+    intake = DimseIntake(db, ContentStore(settings.files_dir), conf.min_free_bytes)
+    listener = StoreListener(
+        ListenerConfig(
+            ae_title=ae_title or conf.ae_title,
+            host=host or conf.host,
+            port=conf.port if port is None else port,
+            allowed_calling_aes=tuple(conf.allowed_calling_aes),
+            allowed_peers=tuple(conf.allowed_peers),
+            max_associations=conf.max_associations,
+        ),
+        on_store=intake.store_instance,
+        on_reject=intake.rejected,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    try:
+        listener.start()
+    except OSError as exc:
+        db.dispose()
+        fail(f"cannot listen on {listener.config.host}:{listener.config.port}: {exc}")
+    typer.echo(
+        f"radcheck dicom listen: {listener.config.ae_title} on "
+        f"{listener.config.host}:{listener.port}",
+        err=True,
+    )
+    try:
+        stop.wait()
+        aborted = listener.drain(conf.drain_s)
+        typer.echo(f"radcheck dicom listen: stopped ({aborted} association(s) aborted)", err=True)
+    finally:
+        db.dispose()

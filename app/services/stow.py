@@ -60,6 +60,9 @@ class UnsupportedMediaTypeError(ServiceError):
     """The request is not multipart/related with type application/dicom."""
 
 
+MAX_BOUNDARY_CHARS = 200
+
+
 def multipart_boundary(content_type: str) -> str:
     """The boundary of a ``multipart/related; type="application/dicom"`` Content-Type.
 
@@ -77,10 +80,12 @@ def multipart_boundary(content_type: str) -> str:
             "not supported.)"
         )
     boundary = params.get(b"boundary", b"").decode("latin-1")
-    if not boundary or len(boundary) > 70:
+    # RFC 2046 says 1-70 characters, but real senders exceed it (Orthanc's DICOMweb plugin 1.7
+    # sends 73): be liberal in what is accepted, with a bound that still refuses garbage.
+    if not boundary or len(boundary) > MAX_BOUNDARY_CHARS:
         raise InvalidInputError(
-            "The multipart/related Content-Type has no usable boundary parameter (1-70 "
-            "characters, RFC 2046)."
+            "The multipart/related Content-Type has no usable boundary parameter (1 to "
+            f"{MAX_BOUNDARY_CHARS} characters; RFC 2046 asks for at most 70)."
         )
     return boundary
 

@@ -27,7 +27,14 @@ def compose_command() -> list[str] | None:
 def test_topology() -> None:
     spec: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
     services = spec["services"]
-    assert set(services) >= {"db", "api", "worker", "hl7"}
+    assert set(services) >= {"db", "api", "worker", "hl7", "dicom"}
+    dicom = services["dicom"]
+    assert dicom["command"][:2] == ["dicom", "listen"]
+    assert (
+        "RADCHECK_LISTENER__ALLOWED_CALLING_AES:?"
+        in (dicom["environment"]["RADCHECK_LISTENER__ALLOWED_CALLING_AES"])
+    )
+    assert "dicomdata:/data" in dicom["volumes"]  # the same store as the API
     assert services["hl7"]["command"][:2] == ["hl7", "listen"]
     assert (
         "RADCHECK_HL7__ALLOWED_PEERS:?"
@@ -54,6 +61,7 @@ def test_compose_config_validates() -> None:
         "POSTGRES_PASSWORD": "example",
         "RADCHECK_MODEL_DIR": "/srv/models",
         "RADCHECK_HL7__ALLOWED_PEERS": '["10.1.2.3/32"]',
+        "RADCHECK_LISTENER__ALLOWED_CALLING_AES": '["ORTHANC"]',
     }
     ok = subprocess.run(
         [*command, "-f", str(COMPOSE), "config"],

@@ -77,12 +77,6 @@ def _poll(what: str, probe: Callable[[], Any], timeout: float = 90) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Orthanc's DICOMweb plugin 1.7 sends STOW-RS with a 73-character multipart boundary; "
-    "app/services/stow.py multipart_boundary refuses boundaries over 70 (RFC 2046) with 400, so "
-    "the push never reaches RadCheck. Remove this mark once the STOW route accepts it.",
-)
 def test_storescu_to_orthanc_to_radcheck_and_results_back(
     orthanc_factory: Callable[..., OrthancServer],
     radcheck_server: Callable[[dict[str, Any]], str],
