@@ -250,7 +250,7 @@ def bench_backend(
         key = run_cli(env, "apikey", "create", "--role", "integration", "--name", "bench")
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env
+            [sys.executable, "-m", "app.cli", "serve", "--no-ui", "--port", str(port)], env=env
         )
         base = f"http://127.0.0.1:{port}"
         try:

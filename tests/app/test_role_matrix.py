@@ -33,6 +33,7 @@ RADIOLOGIST = frozenset({Role.ADMIN, Role.RADIOLOGIST})
 ROLE_MATRIX: dict[tuple[str, str], frozenset[Any]] = {
     ("GET", "/api/v1/health"): PUBLIC,
     ("GET", "/api/v1/ready"): PUBLIC,
+    ("GET", "/api/v1/docs"): PUBLIC,  # switchable: RADCHECK_API__DOCS
     ("POST", "/api/v1/instances"): INTEGRATION,
     ("GET", "/api/v1/studies"): ALL,
     ("GET", "/api/v1/studies/{study_uid}"): ALL,
