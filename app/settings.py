@@ -377,6 +377,11 @@ class ApiSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
+    docs: bool = Field(
+        default=True,
+        description="Serve the Swagger UI page at /api/v1/docs (assets pinned to one version); "
+        "turn off in production (compose.yaml does).",
+    )
 
 
 class AuthSettings(BaseModel):

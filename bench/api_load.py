@@ -8,6 +8,10 @@ Writes p50/p95/p99 latency, throughput and error counts as JSON.
 
     python bench/api_load.py --backend sqlite --backend postgresql --out bench/results/api_load.json
 
+Orthanc (Debian's, a throw-away instance) is measured in the same run as the reference: the same
+studies uploaded, then its REST reads (a page of expanded studies, one study, its instances) under
+the same two loads (`--backend orthanc`; on by default).
+
 Target (DESIGN.md): p99 <= 100 ms at 50 concurrent clients, zero 5xx. Only 127.0.0.1 is targeted and
 every loop is bounded in time.
 """
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,20 +139,39 @@ def summarise(values: list[float]) -> dict[str, float]:
     }
 
 
-def pick_url(rng: random.Random, uids: list[str], jobs: list[int]) -> tuple[str, str]:
-    kind = rng.choice(("list", "study", "check"))
-    if kind == "list":
-        return kind, f"/api/v1/studies?limit=20&offset={rng.randrange(0, len(uids))}"
-    if kind == "study":
-        return kind, f"/api/v1/studies/{rng.choice(uids)}"
-    return kind, f"/api/v1/checks/{rng.choice(jobs)}"
+Picker = Callable[[random.Random], tuple[str, str]]
+
+
+def radcheck_picker(uids: list[str], jobs: list[int]) -> Picker:
+    def pick(rng: random.Random) -> tuple[str, str]:
+        kind = rng.choice(("list", "study", "check"))
+        if kind == "list":
+            return kind, f"/api/v1/studies?limit=20&offset={rng.randrange(0, len(uids))}"
+        if kind == "study":
+            return kind, f"/api/v1/studies/{rng.choice(uids)}"
+        return kind, f"/api/v1/checks/{rng.choice(jobs)}"
+
+    return pick
+
+
+def orthanc_picker(ids: list[str]) -> Picker:
+    """Orthanc's nearest equivalents: a page of expanded studies, one study, its instances."""
+
+    def pick(rng: random.Random) -> tuple[str, str]:
+        kind = rng.choice(("list", "study", "instances"))
+        if kind == "list":
+            return kind, f"/studies?expand&limit=20&since={rng.randrange(0, len(ids))}"
+        if kind == "study":
+            return kind, f"/studies/{rng.choice(ids)}"
+        return kind, f"/studies/{rng.choice(ids)}/instances"
+
+    return pick
 
 
 async def load(
     base: str,
-    key: str,
-    uids: list[str],
-    jobs: list[int],
+    headers: dict[str, str],
+    pick: Picker,
     clients: int,
     seconds: float,
     rate: float | None,
@@ -155,7 +179,7 @@ async def load(
     """50 clients on keep-alive connections. With ``rate`` (total requests/s) each client sends on a
     fixed schedule and latency counts from the scheduled time (no coordinated omission); without it,
     each client sends as fast as answers come back (saturation)."""
-    latencies: dict[str, list[float]] = {"list": [], "study": [], "check": []}
+    latencies: dict[str, list[float]] = {}
     statuses: dict[int, int] = {}
     errors = 0
     start = time.perf_counter()
@@ -169,7 +193,7 @@ async def load(
         rng = random.Random(index)
         next_at = start + (index / clients) * interval
         async with httpx.AsyncClient(
-            base_url=base, headers={"X-API-Key": key}, timeout=30, limits=limits
+            base_url=base, headers=headers, timeout=30, limits=limits
         ) as client:
             while True:
                 if rate:
@@ -182,7 +206,7 @@ async def load(
                     t0 = time.perf_counter()
                 if t0 >= stop_at:
                     return
-                kind, url = pick_url(rng, uids, jobs)
+                kind, url = pick(rng)
                 try:
                     r = await client.get(url)
                 except httpx.HTTPError:
@@ -190,7 +214,7 @@ async def load(
                     continue
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
                 if t0 >= measure_from:  # the first seconds open 50 connections: warm-up
-                    latencies[kind].append((time.perf_counter() - t0) * 1000)
+                    latencies.setdefault(kind, []).append((time.perf_counter() - t0) * 1000)
 
     await asyncio.gather(*(one_client(i) for i in range(clients)))
     elapsed = time.perf_counter() - start - WARMUP_S
@@ -226,7 +250,7 @@ def bench_backend(
         key = run_cli(env, "apikey", "create", "--role", "integration", "--name", "bench")
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env
+            [sys.executable, "-m", "app.cli", "serve", "--no-ui", "--port", str(port)], env=env
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -238,8 +262,9 @@ def bench_backend(
                 except httpx.HTTPError:
                     time.sleep(0.2)
             uids, jobs = asyncio.run(seed(base, key, studies))
-            paced = asyncio.run(load(base, key, uids, jobs, clients, seconds, rate))
-            saturated = asyncio.run(load(base, key, uids, jobs, clients, seconds, None))
+            pick, headers = radcheck_picker(uids, jobs), {"X-API-Key": key}
+            paced = asyncio.run(load(base, headers, pick, clients, seconds, rate))
+            saturated = asyncio.run(load(base, headers, pick, clients, seconds, None))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -256,9 +281,35 @@ def bench_backend(
     }
 
 
+def bench_orthanc(clients: int, seconds: float, studies: int, rate: float) -> dict[str, Any]:
+    """The reference: Debian's Orthanc (its own SQLite index) serving the same studies' reads."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.orthanc import OrthancServer, orthanc_missing
+
+    missing = orthanc_missing()
+    if missing:
+        return {"backend": "orthanc", "skipped": missing}
+    with OrthancServer(workdir=Path(tempfile.mkdtemp(prefix="orthanc-bench-"))) as orthanc:
+        for data in make_instances(studies):
+            orthanc.upload(data)
+        ids = orthanc.studies()
+        version = orthanc.client().get("/system").json().get("Version")
+        pick = orthanc_picker(ids)
+        paced = asyncio.run(load(orthanc.url, {}, pick, clients, seconds, rate))
+        saturated = asyncio.run(load(orthanc.url, {}, pick, clients, seconds, None))
+    return {
+        "backend": f"orthanc {version} (REST, no auth)",
+        "clients": clients,
+        "seconds": seconds,
+        "studies": len(ids),
+        "paced": paced,
+        "saturation": saturated,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", action="append", choices=["sqlite", "postgresql"])
+    parser.add_argument("--backend", action="append", choices=["sqlite", "postgresql", "orthanc"])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--studies", type=int, default=40)
@@ -271,8 +322,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/api_load.json"))
     args = parser.parse_args()
     results = [
-        bench_backend(b, args.clients, args.seconds, args.studies, args.rate)
-        for b in (args.backend or ["sqlite", "postgresql"])
+        bench_orthanc(args.clients, args.seconds, args.studies, args.rate)
+        if b == "orthanc"
+        else bench_backend(b, args.clients, args.seconds, args.studies, args.rate)
+        for b in (args.backend or ["sqlite", "postgresql", "orthanc"])
     ]
     report = {
         "benchmark": "api_load",

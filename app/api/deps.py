@@ -45,8 +45,10 @@ def get_store(request: Request) -> ContentStore:
     return store
 
 
-def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
-    with db.session() as session:
+def get_session(request: Request, db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
+    # Requests that change things are writers: on SQLite they take the write lock up front
+    # (BEGIN IMMEDIATE), so concurrent reviews, retries and submissions serialise cleanly.
+    with db.session(immediate=request.method not in ("GET", "HEAD", "OPTIONS")) as session:
         yield session
 
 
@@ -70,7 +72,24 @@ def get_principal(
     header_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
+    # The gate (app/api/gate.py) resolved the credential before the body was read.
+    found = getattr(request.state, "principal", None)
+    if isinstance(found, Principal):
+        return found
     key = header_key or (bearer.credentials if bearer is not None else None)
+    return resolve_principal(request, db, key)
+
+
+def principal_of_request(request: Request) -> Principal:
+    """The caller, from the request's headers alone (the gate's resolver): 401 when unknown."""
+    key = request.headers.get("x-api-key")
+    if not key:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        key = credentials.strip() if scheme.lower() == "bearer" else None
+    return resolve_principal(request, get_db(request), key)
+
+
+def resolve_principal(request: Request, db: Database, key: str | None) -> Principal:
     if not key:
         raise HTTPException(
             status_code=401,
@@ -98,7 +117,7 @@ def get_principal(
                 return found
         return None
 
-    principal = db.run(resolve)
+    principal = db.run(resolve, immediate=False)
     if principal is None:
         raise HTTPException(
             status_code=401,

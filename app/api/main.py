@@ -10,8 +10,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 
-from app.api.errors import ErrorBody, error_response, install_error_handlers
+from app.api.deps import principal_of_request
+from app.api.errors import ErrorBody, install_error_handlers
+from app.api.gate import AuthGate, BodyLimit, FailedAuthMonitor, SecurityHeaders, audit_failed_auth
 from app.api.routes import (
     auth,
     check_report,
@@ -24,6 +28,7 @@ from app.api.routes import (
     health,
     instances,
     intake,
+    pacs,
     renders,
     report_versions,
     studies,
@@ -49,6 +54,28 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 DICOMWEB_PREFIX = "/dicomweb/"
+# Swagger UI at one pinned version (never a floating "@5"); the CSP of the docs page names its host.
+SWAGGER_VERSION = "5.17.14"
+SWAGGER_JS = f"https://cdn.jsdelivr.net/npm/swagger-ui-dist@{SWAGGER_VERSION}/swagger-ui-bundle.js"
+SWAGGER_CSS = f"https://cdn.jsdelivr.net/npm/swagger-ui-dist@{SWAGGER_VERSION}/swagger-ui.css"
+PUBLIC_ROUTES = frozenset(
+    {
+        ("GET", f"{API_PREFIX}/health"),
+        ("GET", f"{API_PREFIX}/ready"),
+        ("POST", f"{API_PREFIX}/auth/login"),
+        ("GET", f"{API_PREFIX}/openapi.json"),
+    }
+)
+
+
+def is_public(method: str, path: str, docs_prefix: str | None) -> bool:
+    """Routes that need no credential; everything outside the API and DICOMweb is a 404 anyway."""
+    if not path.startswith((f"{API_PREFIX}/", DICOMWEB_PREFIX)) and path != DICOMWEB_PREFIX[:-1]:
+        return True
+    if docs_prefix is not None and path == docs_prefix:
+        return True
+    return (method.upper(), path.rstrip("/") or path) in PUBLIC_ROUTES
+
 
 DESCRIPTION = """
 RadCheck checks chest X-ray reports against the image and against themselves, and stores every flag
@@ -122,7 +149,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # our own page below: pinned assets, switchable (RADCHECK_API__DOCS)
         redoc_url=None,
     )
     app.state.settings = settings
@@ -139,28 +166,24 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.state.read_audit = read_audit
     install_error_handlers(app)
 
-    # Middleware added last runs first: request ids wrap everything, including the body limit.
+    # Middleware added last runs first. From the outside in: request id, security headers, the
+    # authentication gate (401 before any body is read), the streamed body limit, the text guard.
     app.add_middleware(TextGuard)
-
     max_body = settings.storage.max_upload_bytes * min(settings.storage.max_upload_files, 8)
-
-    @app.middleware("http")
-    async def body_limit(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Refuse an oversized body from its Content-Length, before it is spooled to disk."""
-        length = request.headers.get("content-length", "")
-        if request.url.path.startswith(DICOMWEB_PREFIX):
-            return await call_next(request)  # STOW-RS streams and counts its own limit
-        if length.isdigit() and int(length) > max_body:
-            return error_response(
-                request,
-                413,
-                "payload_too_large",
-                f"The request body is {int(length)} bytes; the limit is {max_body} "
-                "(RADCHECK_STORAGE__MAX_UPLOAD_BYTES per file): send fewer files per request.",
-            )
-        return await call_next(request)
+    app.add_middleware(
+        BodyLimit,
+        limit=max_body,
+        exempt=lambda path: path.startswith(DICOMWEB_PREFIX),  # STOW-RS counts its own limit
+        detail="(RADCHECK_STORAGE__MAX_UPLOAD_BYTES per file): send fewer files per request.",
+    )
+    docs_prefix = f"{API_PREFIX}/docs" if settings.api.docs else None
+    app.add_middleware(
+        AuthGate,
+        resolve=principal_of_request,
+        public=lambda method, path: is_public(method, path, docs_prefix),
+        monitor=FailedAuthMonitor(audit_failed_auth(db)),
+    )
+    app.add_middleware(SecurityHeaders, docs_prefix=docs_prefix)
 
     @app.middleware("http")
     async def request_id(
@@ -171,6 +194,18 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         response = await call_next(request)
         response.headers["X-Request-ID"] = rid
         return response
+
+    if docs_prefix is not None:
+
+        @app.get(docs_prefix, include_in_schema=False)
+        def docs_page() -> HTMLResponse:
+            return get_swagger_ui_html(
+                openapi_url=f"{API_PREFIX}/openapi.json",
+                title="RadCheck API",
+                swagger_js_url=SWAGGER_JS,
+                swagger_css_url=SWAGGER_CSS,
+                swagger_favicon_url="data:,",
+            )
 
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "Missing, unknown or revoked API key"},
@@ -194,6 +229,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         intake,
         feedback,
         users,
+        pacs,
     ):
         api.include_router(module.router, responses=errors)
     app.include_router(api)

@@ -18,6 +18,7 @@ from app.cli.check import register as register_check
 from app.cli.dicom import dicom_cli
 from app.cli.hl7 import hl7_cli
 from app.cli.model import model_cli
+from app.cli.pacs import pacs_cli
 from app.cli.people import user_cli
 from app.settings import Settings, SettingsError, load_settings
 
@@ -41,6 +42,7 @@ cli.add_typer(model_cli, name="model")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(user_cli, name="user")
 cli.add_typer(hl7_cli, name="hl7")
+cli.add_typer(pacs_cli, name="pacs")
 register_check(cli)
 register_backup(cli)
 

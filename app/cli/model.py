@@ -284,7 +284,7 @@ def radcheck_key_authorizer() -> Callable[[str], bool]:
     def authorize(token: str) -> bool:
         if not credential_is_well_formed(token):
             return False
-        principal = db.run(lambda session: authenticate(session, token))
+        principal = db.run(lambda session: authenticate(session, token), immediate=False)
         return principal is not None and principal.role in allowed
 
     return authorize

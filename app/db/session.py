@@ -97,20 +97,31 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error."""
+    def session(self, *, immediate: bool = False) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error.
+
+        ``immediate`` (writers): on SQLite the transaction starts with ``BEGIN IMMEDIATE``, taking
+        the database's single write lock before the first read (waiting up to the busy timeout).
+        Two writers then never read the same snapshot and race on what they number (report
+        versions, check jobs), and never fail on upgrading a read lock ("database is locked"),
+        which SQLite does not retry. Readers are not blocked (WAL). PostgreSQL: no effect (its
+        writers lock the rows they number, e.g. ``SELECT ... FOR UPDATE``).
+        """
         with self.sessions() as session, session.begin():
+            if immediate and self.dialect == "sqlite":
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
 
-    def run(self, work: Callable[[Session], T], *, attempts: int = 5) -> T:
+    def run(self, work: Callable[[Session], T], *, attempts: int = 5, immediate: bool = True) -> T:
         """Run ``work`` in its own transaction, retrying when a concurrent writer got there first.
 
         Covers unique-constraint races (e.g. two submissions computing the same next version) and
-        SQLite's "database is locked" on a stale read snapshot. ``work`` must be safe to repeat.
+        SQLite's "database is locked". ``work`` must be safe to repeat. A writer by default
+        (``immediate``, see :meth:`session`); pass ``immediate=False`` for read-only work.
         """
         for attempt in range(1, attempts + 1):
             try:
-                with self.session() as session:
+                with self.session(immediate=immediate) as session:
                     return work(session)
             except (IntegrityError, OperationalError) as exc:
                 transient = isinstance(exc, IntegrityError) or "locked" in str(exc.orig)

@@ -7,11 +7,15 @@ from dicom_io.net.listener import (
     Status,
     StoreListener,
 )
+from dicom_io.net.pull import DicomWebSource, PullError, RemoteInstance
 
 __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
+    "DicomWebSource",
     "ListenerConfig",
+    "PullError",
     "Rejection",
+    "RemoteInstance",
     "Status",
     "StoreListener",
 ]

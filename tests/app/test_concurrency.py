@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -43,11 +44,11 @@ def parallel(n: int, work: Callable[[int], Any]) -> list[Any]:
     return results
 
 
-def instance_bytes(src: Path, index: int) -> bytes:
+def instance_bytes(src: Path, index: int, study_uid: str = UID) -> bytes:
     ds = pydicom.dcmread(src)
-    ds.StudyInstanceUID = UID
-    ds.SeriesInstanceUID = f"{UID}.1"
-    ds.SOPInstanceUID = f"{UID}.1.{index}"
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = f"{study_uid}.1"
+    ds.SOPInstanceUID = f"{study_uid}.1.{index}"
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     buf = io.BytesIO()
     ds.save_as(buf)
@@ -131,3 +132,73 @@ def test_claim_skips_rows_locked_by_another_worker(
         tx.rollback()
         holder.close()
         db.dispose()
+
+
+# Stress mode (issue 13): RADCHECK_TEST_STRESS_ROUNDS=300 RADCHECK_TEST_STRESS_THREADS=12 runs many
+# rounds outside CI; CI runs the default few.
+STRESS_ROUNDS = int(os.environ.get("RADCHECK_TEST_STRESS_ROUNDS", "3"))
+STRESS_THREADS = int(os.environ.get("RADCHECK_TEST_STRESS_THREADS", "6"))
+
+
+def test_stress_writers_number_things_without_races(settings: Settings, rg1_path: Path) -> None:
+    """Each round: a new study filled by parallel uploads, then parallel report versions and
+    parallel check requests, all through ``Database.run`` (immediate transactions on SQLite).
+    No exception reaches the caller, versions are 1..n, one job per report version."""
+    db = Database(settings.database_url)
+    store = ContentStore(settings.files_dir)
+    n = STRESS_THREADS
+    submission = ReportSubmission(findings="No pneumothorax.", impression="Normal chest.")
+    template = pydicom.dcmread(rg1_path)
+    for round_ in range(STRESS_ROUNDS):
+        one_round(db, store, template, submission, round_, n)
+    with db.session() as session:
+        assert session.scalar(select(func.count(Instance.id))) == STRESS_ROUNDS * n
+        assert session.scalar(select(func.count(Report.id))) == STRESS_ROUNDS * n
+        assert session.scalar(select(func.count(CheckJob.id))) == STRESS_ROUNDS
+    db.dispose()
+
+
+def one_round(
+    db: Database,
+    store: ContentStore,
+    template: pydicom.Dataset,
+    submission: ReportSubmission,
+    round_: int,
+    n: int,
+) -> None:
+    study_uid = f"{UID}.{round_ + 100}"
+    blobs = []
+    for i in range(n):
+        ds = template.copy()
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = f"{study_uid}.1"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{study_uid}.1.{i}"
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        blobs.append(buf.getvalue())
+    uploads = parallel(
+        n,
+        lambda i: db.run(lambda s: ingest_instance(s, store, blobs[i], actor="t")),
+    )
+    assert not [r for r in uploads if isinstance(r, Exception)], (round_, uploads)
+    versions = parallel(
+        n,
+        lambda i: db.run(
+            lambda s: (
+                submit_report(s, study_uid=study_uid, submission=submission, actor="t").version
+            )
+        ),
+    )
+    assert sorted(versions) == list(range(1, n + 1)), (round_, versions)
+    requested = parallel(
+        n,
+        lambda i: db.run(
+            lambda s: (
+                jobs.request_check(
+                    s, study_uid=study_uid, actor="t", max_attempts=3, report_version=None
+                )[0].id
+            )
+        ),
+    )
+    assert not [r for r in requested if isinstance(r, Exception)], (round_, requested)
+    assert len(set(requested)) == 1, (round_, requested)

@@ -422,3 +422,132 @@ def test_full_disk_during_ingest_is_507_and_leaves_nothing(
     db.dispose()
     monkeypatch.setattr(storage, "_write_all", real)
     assert post_files(client, keys["integration"], dicom_bytes(rg1_path)).status_code == 201  # type: ignore[attr-defined]
+
+
+# --- 16.3 / 16.10: authentication before the body, streamed limits, headers, failed-auth audit --
+
+
+def test_unauthenticated_upload_is_401_before_the_body_is_read(
+    client: TestClient, settings: Settings
+) -> None:
+    """The 401 comes from the headers alone: the gate never asks the body's stream."""
+    from starlette.types import Message
+
+    app = client.app
+    pulled: list[int] = []
+
+    async def receive() -> Message:
+        pulled.append(1)
+        return {"type": "http.request", "body": b"x" * 65536, "more_body": True}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    import asyncio
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": f"{API}/instances",
+        "raw_path": f"{API}/instances".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=x"), (b"host", b"t")],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 80),
+        "app": app,
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 401
+    assert pulled == []  # not one byte of the (endless) body was read
+    assert stored_files(settings) == []
+
+
+def test_malformed_json_without_a_key_is_401_not_422(client: TestClient) -> None:
+    r = client.post(
+        f"{API}/check-report", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 401, r.text
+
+
+def test_chunked_body_over_the_limit_is_413_counted_as_it_streams(
+    tmp_path: Path, rg1_path: Path
+) -> None:
+    from app.db.migrate import upgrade
+    from app.services.auth import create_api_key
+
+    settings = Settings.model_validate(
+        {
+            **make_settings(tmp_path / "data").model_dump(),
+            "storage": {"data_dir": tmp_path / "data", "max_upload_bytes": 64 * 1024},
+        }
+    )
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    with db.session() as session:
+        _, key = create_api_key(session, name="t", role="integration")
+    db.dispose()
+
+    def chunks() -> object:
+        for _ in range(64):  # 4 MiB in 64 KiB chunks, no Content-Length
+            yield b"--x\r\n" + b"y" * 65536
+
+    with TestClient(create_app(settings, run_worker=False)) as c:
+        r = c.post(
+            f"{API}/instances",
+            content=chunks(),  # type: ignore[arg-type]
+            headers={**auth(key), "Content-Type": "multipart/form-data; boundary=x"},
+        )
+    assert r.status_code == 413, r.text
+    assert "RADCHECK_STORAGE__MAX_UPLOAD_BYTES" in r.json()["detail"]
+    assert stored_files(settings) == []
+
+
+def test_security_headers_on_every_response_and_docs_switchable(
+    client: TestClient, keys: dict[str, str], settings: Settings
+) -> None:
+    for path, headers in (
+        (f"{API}/health", {}),
+        (f"{API}/studies", auth(keys["radiologist"])),
+        (f"{API}/studies", {}),  # a 401 too
+        ("/nowhere", {}),
+    ):
+        r = client.get(path, headers=headers)
+        assert r.headers["X-Content-Type-Options"] == "nosniff", path
+        assert r.headers["X-Frame-Options"] == "DENY", path
+        assert r.headers["Referrer-Policy"] == "no-referrer", path
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"], path
+        assert r.headers["Cache-Control"] == "no-store", path
+    page = client.get(f"{API}/docs")
+    assert page.status_code == 200 and "swagger-ui-dist@5.17.14/" in page.text
+    assert "swagger-ui-dist@5/" not in page.text  # no floating version
+    off = settings.model_copy(update={"api": settings.api.model_copy(update={"docs": False})})
+    with TestClient(create_app(off, run_worker=False)) as c:
+        off_page = c.get(f"{API}/docs")
+        assert off_page.status_code in (401, 404) and "swagger" not in off_page.text
+        assert c.get(f"{API}/health").status_code == 200
+
+
+def test_failed_authentications_are_audited_and_rate_limited_in_the_log(
+    client: TestClient, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.db.models import AuditEvent
+
+    caplog.set_level("WARNING", logger="app.api.gate")
+    for i in range(200):
+        key = "rck_" + "x" * 40 if i % 2 else ""
+        r = client.get(f"{API}/studies", headers={"X-API-Key": key} if key else {})
+        assert r.status_code == 401
+    lines = [rec for rec in caplog.records if "authentication failed" in rec.getMessage()]
+    assert len(lines) == 1, [rec.getMessage() for rec in lines]  # one line per peer per minute
+    assert "rck_" not in caplog.text  # no credential in the log
+    db = Database(settings.database_url)
+    with db.session() as session:
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.action == "auth.failed")).all()
+    db.dispose()
+    assert len(rows) == 1 and rows[0].object_id == "testclient"

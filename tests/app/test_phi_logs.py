@@ -51,12 +51,22 @@ PATIENTS = [
         "birth": "19370911",
         "accession": "ACCPHI330586",
     },
+    {  # arrives by C-STORE into `radcheck dicom listen`; its report by HL7 into `radcheck hl7 listen`
+        "file": "RG1_UNCR.dcm",
+        "name": "Dromwhistle^Perpetua",
+        "id": "PHIPID615204",
+        "birth": "19410102",
+        "accession": "ACCPHI448812",
+    },
 ]
+BY_UPLOAD = PATIENTS[:2]
+BY_LISTENER = PATIENTS[2]
 SENTENCES = [
     "There is a small right pleural effusion adjacent to the Blorvington catheter.",
     "Small left pleural effusion, as discussed with Dr Sprinkelthorpe.",
     "Indication: fall at Wexmoorhaven station.",
     "Reviewed with the Quibbleston protocol.",
+    "Small right pleural effusion near the Thistlewaite drain.",
 ]
 
 
@@ -120,6 +130,36 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
         running.stop()
 
 
+def oru_for(patient: dict[str, str]) -> bytes:
+    """An ORU^R01 carrying the patient's identifiers and a distinctive report, for the HL7 door."""
+    segments = [
+        "MSH|^~\\&|RIS|PHI_HOSP|RADCHECK|PHI_HOSP|20261203100000||ORU^R01^ORU_R01|PHI-0001|P|"
+        "2.5.1|||AL|NE||UNICODE UTF-8",
+        f"PID|1||{patient['id']}^^^PHI_HOSP^MR||{patient['name']}||{patient['birth']}|F",
+        f"ORC|RE|PL-PHI|{patient['accession']}||CM",
+        f"OBR|1|PL-PHI|{patient['accession']}|71046^XR CHEST 2 VIEWS^CPT4|||20261203093000"
+        "|||||||||||||||20261203100000||CR|F",
+        f"OBX|1|FT|18785-6^Radiology Reason for study^LN||{SENTENCES[2]}||||||F",
+        f"OBX|2|FT|18782-3^Radiology Study observation^LN||The heart size is normal.\\.br\\"
+        f"{SENTENCES[0]}||||||F",
+        f"OBX|3|FT|19005-8^Radiology Impression^LN||{SENTENCES[4]}||||||F",
+    ]
+    return ("\r".join(segments) + "\r").encode()
+
+
+def run_cli(env: dict[str, str], *args: str) -> str:
+    """A short CLI command (its output is searched like the logs)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    CLI_OUTPUT.append(done.stdout + done.stderr)
+    return done.stdout
+
+
+CLI_OUTPUT: list[str] = []
+
+
 def phi_files(tmp_path: Path) -> list[Path]:
     out = []
     for i, patient in enumerate(PATIENTS):
@@ -165,7 +205,15 @@ def test_no_phi_or_key_in_any_log_line_at_debug(
         )
         keys[role] = done.stdout.strip()
 
-    model_port, api_port = free_port(), free_port()
+    model_port, api_port, dicom_port, hl7_port = free_port(), free_port(), free_port(), free_port()
+    procs.start(
+        "dicom-listener",
+        ["dicom", "listen", "--host", "127.0.0.1", "--port", str(dicom_port), "--ae-title", "RADCHECK"],
+        env | {"RADCHECK_LISTENER__ALLOWED_CALLING_AES": '["PHITEST"]'},
+    )  # fmt: skip
+    procs.start(
+        "hl7-listener", ["hl7", "listen", "--host", "127.0.0.1", "--port", str(hl7_port)], env
+    )
     procs.start(
         "model-server",
         ["model", "serve", "--model", str(tiny_checkpoint), "--host", "127.0.0.1", "--port", str(model_port),
@@ -205,14 +253,16 @@ def test_no_phi_or_key_in_any_log_line_at_debug(
     integ = {"X-API-Key": keys["integration"]}
     rad = {"Authorization": f"Bearer {keys['radiologist']}"}
     with httpx.Client(base_url=url, timeout=60) as client:
+        paths = phi_files(tmp_path)
         files = [
-            ("files", (p.name, p.read_bytes(), "application/dicom")) for p in phi_files(tmp_path)
+            ("files", (p.name, p.read_bytes(), "application/dicom"))
+            for p in paths[: len(BY_UPLOAD)]
         ]
         files.append(("files", ("not-dicom.dcm", SENTENCES[0].encode(), "application/dicom")))
         assert client.post("/instances", files=files, headers=integ).status_code == 202  # 1 refused
         assert client.post("/instances", files=files[:1], headers=integ).status_code in (200, 201)
         jobs = []
-        for i, patient in enumerate(PATIENTS):
+        for i, patient in enumerate(BY_UPLOAD):
             uid = f"1.2.826.0.1.3680043.10.771.{i + 1}"
             report = {
                 "accession_number": patient["accession"],
@@ -224,6 +274,31 @@ def test_no_phi_or_key_in_any_log_line_at_debug(
             assert response.status_code == 201, response.text
             if i == 0:  # one check through the model (CPU generation is slow on a busy machine)
                 jobs.append(client.post(f"/studies/{uid}/checks", headers=integ).json()["id"])
+
+        # The third patient by the other doors: C-STORE (an unknown calling AE first: refused),
+        # then the report by HL7 over MLLP.
+        def storescu(calling: str) -> int:
+            return subprocess.run(
+                ["storescu", "-aet", calling, "-aec", "RADCHECK", "127.0.0.1", str(dicom_port),
+                 str(paths[2])],
+                capture_output=True, timeout=120, check=False,
+            ).returncode  # fmt: skip
+
+        wait_until(lambda: storescu("PHITEST") == 0, 120, "the C-STORE listener")
+        assert storescu("NOTALLOWED") != 0
+        oru = tmp_path / "phi.hl7"
+        oru.write_bytes(oru_for(BY_LISTENER))
+        wait_until(
+            lambda: "MSA|AA" in run_cli(env, "hl7", "send", "--port", str(hl7_port), str(oru)),
+            120,
+            "the HL7 listener to accept the report",
+        )
+
+        def hl7_report_attached() -> bool:
+            body = client.get("/studies/1.2.826.0.1.3680043.10.771.3", headers=rad)
+            return body.status_code == 200 and bool(body.json().get("reports"))
+
+        wait_until(hl7_report_attached, 300, "the HL7 report to be matched to its study")
         # error paths that echo input: a bad date, an unknown study, an invalid body
         bad_query = {"accession_number": PATIENTS[0]["accession"], "date_from": PATIENTS[0]["name"]}
         assert client.get("/studies", params=bad_query, headers=integ).status_code == 422
@@ -269,9 +344,11 @@ def test_no_phi_or_key_in_any_log_line_at_debug(
     for log in sorted(procs.logs.glob("*.log")):
         lines += [(log.stem, line) for line in log.read_text(errors="replace").splitlines()]
     by_process = {
-        name: sum(1 for n, _ in lines if n == name) for name in ("api", "worker", "model-server")
+        name: sum(1 for n, _ in lines if n == name)
+        for name in ("api", "worker", "model-server", "dicom-listener", "hl7-listener")
     }
     assert all(by_process.values()), f"a process wrote no log at all: {by_process}"
+    lines += [("cli", line) for out in CLI_OUTPUT for line in out.splitlines()]
     assert any("DEBUG" in line for _, line in lines), "DEBUG logging was not on"
     hits = [
         f"{name}: {probe!r} in {line[:160]!r}"

@@ -33,6 +33,7 @@ RADIOLOGIST = frozenset({Role.ADMIN, Role.RADIOLOGIST})
 ROLE_MATRIX: dict[tuple[str, str], frozenset[Any]] = {
     ("GET", "/api/v1/health"): PUBLIC,
     ("GET", "/api/v1/ready"): PUBLIC,
+    ("GET", "/api/v1/docs"): PUBLIC,  # switchable: RADCHECK_API__DOCS
     ("POST", "/api/v1/instances"): INTEGRATION,
     ("GET", "/api/v1/studies"): ALL,
     ("GET", "/api/v1/studies/{study_uid}"): ALL,
@@ -62,6 +63,8 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[Any]] = {
     ("GET", "/api/v1/studies/{study_uid}/report-diff"): ALL,
     ("GET", "/api/v1/worklist"): ALL,
     ("GET", "/api/v1/worklist/next"): ALL,
+    ("POST", "/api/v1/pacs/retrieve"): INTEGRATION,
+    ("GET", "/api/v1/pacs/retrievals/{retrieval_id}"): ALL,
     ("POST", "/dicomweb/studies"): INTEGRATION,
     ("POST", "/dicomweb/studies/{study_uid}"): INTEGRATION,
     ("GET", "/dicomweb/studies"): ALL,

@@ -21,6 +21,14 @@ from app.ui.common import (
     show_error,
 )
 
+RESULT_STATUS = {
+    "P": "preliminary (P)",
+    "F": "final (F)",
+    "C": "corrected (C)",
+    "X": "cancelled (X)",
+}
+"""HL7 OBR-25 result status of the report version, as the RIS sent it (null: not from HL7)."""
+
 SECTIONS = ("indication", "comparison", "technique", "findings", "impression")
 PRESETS = {
     "default": "File window (what the checker used)",
@@ -206,6 +214,9 @@ with right:
         st.info("No report has been received for this study yet.")
     else:
         st.subheader(f"Report, version {report['version']}")
+        status = RESULT_STATUS.get(report.get("result_status") or "")
+        if status:
+            st.caption(f"RIS result status: {status}")
         marks: dict[str, list[Highlight]] = {s: [] for s in SECTIONS}
         for n, flag in enumerate(flags, start=1):
             if (

@@ -25,6 +25,7 @@ SECOND_REPORT = {
     "findings": "PA view of the chest. The heart size is normal. There is a small right pleural "
     "effusion. There is a moderate left pneumothorax.",
     "impression": "Small left pleural effusion. No pneumothorax.",
+    "result_status": "P",  # a preliminary report from the RIS, checked before it is signed
 }
 
 

@@ -102,6 +102,7 @@ def test_study_view_highlights_cards_and_saves_decisions(app_env: Stack) -> None
     assert not at.exception, at.exception
     page = texts(at)
     assert "Report, version 2" in page
+    assert "RIS result status: preliminary (P)" in page
     assert (
         '<mark class="rc-flag rc-critical"' in page
         and "There is a moderate left pneumothorax.</mark>" in page
