@@ -17,6 +17,8 @@ import numpy as np
 import typer
 from numpy.typing import NDArray
 
+from medvlm.runtime.config import DEFAULT_TOKEN_BUDGET
+
 model_cli = typer.Typer(
     help="Convert, create, run and serve model checkpoints.", no_args_is_help=True
 )
@@ -116,7 +118,7 @@ def run(
     reason: Annotated[str | None, typer.Option(help="Reason for exam (indication).")] = None,
     slices: Slices = OnOff.OFF,
     policy: Policy = "pool",
-    budget: Budget = 1500,
+    budget: Budget = DEFAULT_TOKEN_BUDGET,
     device: Device = "auto",
     dtype: DTypeOpt = "auto",
     quantization: Quant = "none",
@@ -353,7 +355,7 @@ def serve(
     ] = "llava-rad",
     slices: Slices = OnOff.OFF,
     policy: Policy = "pool",
-    budget: Budget = 1500,
+    budget: Budget = DEFAULT_TOKEN_BUDGET,
     device: Device = "auto",
     dtype: DTypeOpt = "auto",
     quantization: Quant = "none",
