@@ -22,16 +22,15 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from medvlm.budget import BudgetPolicy
+from medvlm.runtime.config import DEFAULT_TOKEN_BUDGET, Backend, DType, Quantization
+
 ENV_PREFIX = "RADCHECK_"
 ENV_NESTED_DELIMITER = "__"
 
 
-class ModelBackend(StrEnum):
-    """Which vision-language backend the checker uses."""
-
-    NONE = "none"
-    TRANSFORMERS = "transformers"
-    OPENAI = "openai"
+ModelBackend = Backend
+"""Which vision-language backend the checker uses (the runtime's own enum)."""
 
 
 class StorageSettings(BaseModel):
@@ -141,20 +140,21 @@ class ModelSettings(BaseModel):
         pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
         description="auto, cpu, cuda or cuda:N",
     )
-    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
-        default="auto", description="auto: float16 on CUDA, float32 on CPU (bf16 needs sm80+)"
+    dtype: DType = Field(
+        default=DType.AUTO, description="auto: float16 on CUDA, float32 on CPU (bf16 needs sm80+)"
     )
-    quantization: Literal["none", "nf4"] = Field(
-        default="none", description="none or nf4 (needs bitsandbytes)"
+    quantization: Quantization = Field(
+        default=Quantization.NONE, description="none or nf4 (needs bitsandbytes)"
     )
     slicing: bool = Field(
         default=False, description="High-resolution slicing (only for checkpoints trained with it)."
     )
     max_slices: Annotated[int, Field(ge=1, le=16)] = 7
     token_budget: Annotated[int, Field(ge=64)] = Field(
-        default=1500, description="Visual tokens per study when slicing (fits a 16 GB V100)."
+        default=DEFAULT_TOKEN_BUDGET,
+        description="Visual tokens per study when slicing (fits a 16 GB V100).",
     )
-    budget_policy: Literal["none", "pool", "attention"] = "pool"
+    budget_policy: BudgetPolicy = "pool"
     openai_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint, e.g. http://gpu-node:8000/v1"
     )

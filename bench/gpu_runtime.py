@@ -22,6 +22,7 @@ Usage: ``nice python bench/gpu_runtime.py [--out bench/results/gpu_runtime.json]
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import resource
@@ -47,6 +48,7 @@ from medvlm.prompts.conversation import (  # noqa: E402
     findings_instruction,
     splice_image_tokens,
 )
+from medvlm.runtime.checkpoint import greedy_generation_config, llava_rad_config  # noqa: E402
 from medvlm.runtime.visual import build_visual_input  # noqa: E402
 
 # Peak memory bandwidth, GB/s (vendor data sheets). Matched on the CUDA device name.
@@ -80,6 +82,8 @@ class Subject:
     dtype: torch.dtype
     native_size: int
     patch_size: int
+    generation: Any
+    """The greedy GenerationConfig it decodes with (the checkpoint's own for ``--model``)."""
 
 
 def gpu_bandwidth_gbs(name: str) -> float | None:
@@ -91,39 +95,19 @@ def gpu_bandwidth_gbs(name: str) -> float | None:
 
 
 def llava_rad_7b_config(image_token_id: int) -> Any:
-    from transformers import Dinov2Config, LlamaConfig, LlavaConfig
-
-    text = LlamaConfig(
-        vocab_size=32001,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
-    vision = Dinov2Config(
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        image_size=518,
-        patch_size=14,
-        layer_norm_eps=1e-6,
-    )
-    return LlavaConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_index=image_token_id,
-        projector_hidden_act="gelu",
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_seq_length=1369,
-        tie_word_embeddings=False,
+    """Vicuna-7B widths and a ViT-B/14 tower in LLaVA-Rad's architecture."""
+    return llava_rad_config(
+        text={
+            "vocab_size": 32001,
+            "hidden_size": 4096,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "rms_norm_eps": 1e-5,
+        },
+        vision={"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
+        image_token_id=image_token_id,
     )
 
 
@@ -146,8 +130,11 @@ def random_7b_subject(device: torch.device) -> Subject:
     finally:
         torch.set_default_dtype(previous)
     model.eval()
+    generation = greedy_generation_config(
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, image_token_id=image_id
+    )
     return Subject("llava-rad-shaped-7b-random-fp16", model, tokenizer, image_id, device,
-                   torch.float16, 518, 14)  # fmt: skip
+                   torch.float16, 518, 14, generation)  # fmt: skip
 
 
 def checkpoint_subject(model_dir: Path, device: str) -> Subject:
@@ -165,6 +152,7 @@ def checkpoint_subject(model_dir: Path, device: str) -> Subject:
         placement.dtype,
         int(model.config.vision_config.image_size),
         int(model.config.vision_config.patch_size),
+        runtime.generation_config,
     )
 
 
@@ -238,17 +226,13 @@ def _prepare(subject: Subject, image: np.ndarray, slicing: bool, policy: str) ->
 
 
 def _generate_ms(subject: Subject, kwargs: dict[str, Any], new_tokens: int) -> float:
+    generation = copy.deepcopy(subject.generation)
+    generation.max_new_tokens = generation.min_new_tokens = new_tokens
     _sync(subject.device)
     start = time.perf_counter()
     out = subject.model.generate(
         **kwargs,
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        do_sample=False,
-        num_beams=1,
-        use_cache=True,
-        suppress_tokens=[subject.image_token_id],
-        pad_token_id=0,
+        generation_config=generation,
     )
     _sync(subject.device)
     elapsed = (time.perf_counter() - start) * 1000.0

@@ -6,7 +6,8 @@ Published layout (microsoft/llava-rad over lmsys/vicuna-7b-v1.5; ../shared/specs
 ``module.visual.trunk.*``) and ``config.json``. Output: a ``LlavaForConditionalGeneration`` with a
 ``Dinov2Model`` tower, LoRA merged in fp32 (``W += alpha / r * B @ A``), an ``<image>`` token
 appended to the vocabulary (embeddings and lm_head grown by one row), fp16 safetensors, the
-tokenizer, our greedy generation config (Vicuna's samples: not inherited) and ``receipt.json``.
+tokenizer, our greedy generation config (Vicuna's samples: not inherited), the image processor
+config (``preprocessor_config.json``) and ``receipt.json``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import Any
 
 import torch
 
+from medvlm.processing import ProcessorConfig
 from medvlm.prompts.conversation import IMAGE_PLACEHOLDER
-from medvlm.runtime.checkpoint import weights_sha256
+from medvlm.runtime.checkpoint import greedy_generation_config, llava_rad_config, weights_sha256
 from medvlm.runtime.errors import ConversionError
-from medvlm.tiny import greedy_generation_config
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -53,7 +54,6 @@ CONVERTED_MODEL_ID = "microsoft/llava-rad"
 _TRUNK_PREFIX = "module.visual.trunk."
 _LORA_PREFIX = "base_model.model."
 _PROJECTOR_PREFIX = "base_model.model.model.mm_projector."
-_HASH_CHUNK = 1 << 20
 
 # timm vit_*_dinov2 trunk -> transformers Dinov2Model (module names of transformers 5.x).
 _BLOCK_MAP = {
@@ -101,11 +101,8 @@ def _torch_load(path: Path) -> Any:
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of one file, streamed."""
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def timm_to_dinov2(trunk: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -259,9 +256,8 @@ def _check_llava_config(config: Mapping[str, Any]) -> None:
             )
 
 
-def _vision_config(dinov2: Mapping[str, torch.Tensor]) -> Any:
-    from transformers import Dinov2Config
-
+def _vision_config(dinov2: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``Dinov2Config`` keyword arguments read off the converted trunk's shapes."""
     hidden = int(dinov2["embeddings.cls_token"].shape[-1])
     patch = int(dinov2["embeddings.patch_embeddings.projection.weight"].shape[-1])
     positions = int(dinov2["embeddings.position_embeddings"].shape[1]) - 1
@@ -270,18 +266,17 @@ def _vision_config(dinov2: Mapping[str, torch.Tensor]) -> Any:
         raise ConversionError(f"pos_embed holds {positions} patch positions, not a square grid")
     layers = 1 + max(int(k.split(".")[2]) for k in dinov2 if k.startswith("encoder.layer."))
     fc1 = dinov2["encoder.layer.0.mlp.fc1.weight"]
-    make: Any = Dinov2Config
-    return make(
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 64),
-        mlp_ratio=int(fc1.shape[0]) // hidden,
-        image_size=side * patch,
-        patch_size=patch,
-        layer_norm_eps=1e-6,
-        hidden_act="gelu",
-        layerscale_value=1.0,
-    )
+    return {
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": max(1, hidden // 64),
+        "mlp_ratio": int(fc1.shape[0]) // hidden,
+        "image_size": side * patch,
+        "patch_size": patch,
+        "layer_norm_eps": 1e-6,
+        "hidden_act": "gelu",
+        "layerscale_value": 1.0,
+    }
 
 
 def _source_hashes(paths: Iterable[Path]) -> dict[str, dict[str, object]]:
@@ -319,7 +314,7 @@ def convert_llava_rad(
     ``num_attention_heads`` overrides the vision heads (default hidden / 64, as ViT-B/14: 12).
     Raises ``ConversionError`` naming the missing file or the unexpected key.
     """
-    from transformers import AutoTokenizer, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
     vicuna = Path(vicuna_dir)
     llava = Path(llava_rad_dir)
@@ -382,22 +377,11 @@ def convert_llava_rad(
     text_kwargs["vocab_size"] = base_vocab + 1
     for drop in ("architectures", "transformers_version", "torch_dtype", "dtype"):
         text_kwargs.pop(drop, None)
-    make_llama: Any = LlamaConfig
-    text_config = make_llama(**text_kwargs)
-    vision_config = _vision_config(dinov2)
+    vision_kwargs = _vision_config(dinov2)
     if num_attention_heads is not None:
-        vision_config.num_attention_heads = num_attention_heads
-    make_llava: Any = LlavaConfig
-    config = make_llava(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_index=image_id,
-        projector_hidden_act="gelu",
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_seq_length=(vision_config.image_size // vision_config.patch_size) ** 2,
-        tie_word_embeddings=False,
-    )
+        vision_kwargs["num_attention_heads"] = num_attention_heads
+    config = llava_rad_config(text=text_kwargs, vision=vision_kwargs, image_token_id=image_id)
+    vision_config = config.vision_config
 
     full: dict[str, torch.Tensor] = {}
     for key, value in base.items():
@@ -430,6 +414,9 @@ def convert_llava_rad(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size="5GB")
     tokenizer.save_pretrained(out)
+    ProcessorConfig(
+        native_size=vision_config.image_size, patch_size=vision_config.patch_size
+    ).save_pretrained(out)
     (out / "radcheck_model.json").write_text(
         json.dumps({"model_id": CONVERTED_MODEL_ID, "converted": True}, indent=2) + "\n"
     )

@@ -24,6 +24,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
@@ -42,8 +43,10 @@ from medvlm.errors import ProcessingError
 from medvlm.slicing import SlicePlan, plan_slices
 
 __all__ = [
+    "CHECKPOINT_KEYS",
     "CLIP_IMAGE_MEAN",
     "CLIP_IMAGE_STD",
+    "PREPROCESSOR_CONFIG",
     "ImageProcessor",
     "PartGeometry",
     "PartRef",
@@ -56,6 +59,22 @@ CLIP_IMAGE_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073
 """OpenAI-CLIP channel mean (LLaVA-Rad's image processor)."""
 CLIP_IMAGE_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 """OpenAI-CLIP channel std (LLaVA-Rad's image processor)."""
+
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+"""The checkpoint file that holds its image processor config (transformers' convention)."""
+CHECKPOINT_KEYS = (
+    "native_size",
+    "patch_size",
+    "image_mean",
+    "image_std",
+    "resize_mode",
+    "max_patches_per_image",
+    "max_long_edge",
+    "tokens_per_image",
+    "max_pool_stride",
+)
+"""What a checkpoint's ``preprocessor_config.json`` fixes: how the model was trained to see. The
+rest (slicing, max slices, the visual-token budget and its policy) is the runtime's setting."""
 
 ResizeMode = Literal["reference", "fit"]
 PartRef = int | Literal["overview"]
@@ -195,6 +214,36 @@ class ProcessorConfig:
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
+
+    def save_pretrained(self, model_dir: Path | str) -> Path:
+        """Write the checkpoint part (:data:`CHECKPOINT_KEYS`) as ``preprocessor_config.json``."""
+        data = self.to_dict()
+        path = Path(model_dir) / PREPROCESSOR_CONFIG
+        path.write_text(json.dumps({k: data[k] for k in CHECKPOINT_KEYS}, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, model_dir: Path | str, **runtime: object) -> ProcessorConfig | None:
+        """The config a checkpoint's ``preprocessor_config.json`` holds, with ``runtime`` settings
+        (slicing, max_slices, visual_token_budget, budget_policy) on top; ``None`` without one.
+
+        Keys of the file outside :data:`CHECKPOINT_KEYS` are refused.
+        """
+        path = Path(model_dir) / PREPROCESSOR_CONFIG
+        if not path.is_file():
+            return None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ProcessingError(f"cannot read {str(path)!r}: {exc}") from exc
+        stored = cls.from_json(text).to_dict()
+        extra = sorted(set(json.loads(text)) - set(CHECKPOINT_KEYS))
+        if extra:
+            raise ProcessingError(
+                f"{str(path)!r} sets {extra}: those are runtime settings, not the checkpoint's; "
+                f"keep only {list(CHECKPOINT_KEYS)}"
+            )
+        return cls.from_dict({**{k: stored[k] for k in CHECKPOINT_KEYS}, **runtime})
 
     @classmethod
     def from_json(cls, text: str) -> ProcessorConfig:

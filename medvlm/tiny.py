@@ -18,6 +18,7 @@ from medvlm.prompts.conversation import (
     IMAGE_PLACEHOLDER,
     VICUNA_V1_SYSTEM,
 )
+from medvlm.runtime.checkpoint import greedy_generation_config, llava_rad_config
 
 TINY_MODEL_ID = "radcheck/tiny-llava-rad"
 _SPECIAL_TOKENS = {
@@ -100,52 +101,34 @@ def init_tiny_checkpoint(out_dir: Path | str, seed: int = 0) -> Path:
     """Write a tiny randomly initialised LLaVA-Rad-shaped checkpoint to ``out_dir`` and return it.
 
     Deterministic for a given ``seed`` (same weights, same tokenizer). The folder holds
-    ``config.json``, ``model.safetensors``, ``generation_config.json`` (greedy) and the tokenizer.
+    ``config.json``, ``model.safetensors``, ``generation_config.json`` (greedy),
+    ``preprocessor_config.json`` and the tokenizer.
     """
     import torch
-    from transformers import (
-        Dinov2Config,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-    )
+    from transformers import LlavaForConditionalGeneration
+
+    from medvlm.processing import ProcessorConfig
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer()
     image_id = int(tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER))
-    vocab = len(tokenizer)
-    text_config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=4096,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=False,
-    )
-    vision_config = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        mlp_ratio=2,
-        image_size=518,
-        patch_size=14,
-        layer_norm_eps=1e-6,
-    )
-    config = LlavaConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_index=image_id,
-        projector_hidden_act="gelu",
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_seq_length=(518 // 14) ** 2,
-        tie_word_embeddings=False,
+    config = llava_rad_config(
+        text={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+        },
+        vision={
+            "hidden_size": 32,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 2,
+            "mlp_ratio": 2,
+        },
+        image_token_id=image_id,
     )
     torch.manual_seed(seed)
     model: Any = LlavaForConditionalGeneration(config)
@@ -155,29 +138,13 @@ def init_tiny_checkpoint(out_dir: Path | str, seed: int = 0) -> Path:
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    ProcessorConfig(
+        native_size=config.vision_config.image_size, patch_size=config.vision_config.patch_size
+    ).save_pretrained(out)
     (out / "radcheck_model.json").write_text(
         json.dumps({"model_id": TINY_MODEL_ID, "seed": seed, "tiny": True}, indent=2) + "\n"
     )
     return out
-
-
-def greedy_generation_config(
-    *, bos_token_id: int, eos_token_id: int, pad_token_id: int, image_token_id: int
-) -> Any:
-    """Our generation config: greedy, 256 new tokens, KV cache, the image token never generated."""
-    from transformers import GenerationConfig
-
-    make: Any = GenerationConfig
-    return make(
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=256,
-        use_cache=True,
-        bos_token_id=bos_token_id,
-        eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id,
-        suppress_tokens=[image_token_id],
-    )
 
 
 __all__ = [

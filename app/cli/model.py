@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -15,6 +16,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from numpy.typing import NDArray
+
+from medvlm.runtime.config import DEFAULT_TOKEN_BUDGET
 
 model_cli = typer.Typer(
     help="Convert, create, run and serve model checkpoints.", no_args_is_help=True
@@ -115,7 +118,7 @@ def run(
     reason: Annotated[str | None, typer.Option(help="Reason for exam (indication).")] = None,
     slices: Slices = OnOff.OFF,
     policy: Policy = "pool",
-    budget: Budget = 1500,
+    budget: Budget = DEFAULT_TOKEN_BUDGET,
     device: Device = "auto",
     dtype: DTypeOpt = "auto",
     quantization: Quant = "none",
@@ -248,25 +251,61 @@ def resolve_api_key(api_key_env: str | None) -> str | None:
     return value or None
 
 
-def serve_security(host: str | None, port: int, api_key_env: str | None) -> tuple[str, str | None]:
-    """The interface to bind and the API key of ``serve``; warns when it runs unauthenticated.
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback interface (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    Without a key the default interface is loopback; with one it is every interface.
+
+def serve_security(
+    host: str | None, port: int, api_key_env: str | None, radcheck_keys: bool = False
+) -> tuple[str, str | None]:
+    """The interface to bind and the API key of ``serve`` (``ValueError`` when unusable).
+
+    Without a key the default interface is loopback, and any other interface is refused (anyone
+    who can reach the port could use the model); with one it is every interface. RadCheck keys
+    (``radcheck_keys``) authenticate too, so they allow a non-loopback ``--host``.
     """
     api_key = resolve_api_key(api_key_env)
     bind = host or (ALL_INTERFACES if api_key else _LOOPBACK)
-    if api_key is None:
+    if api_key is None and not radcheck_keys:
+        if not is_loopback(bind):
+            raise ValueError(
+                f"refusing to serve the model on {bind}:{port} without an API key (anyone who "
+                f"can reach it could use the model): set {API_KEY_ENV} (or --api-key-env VAR) "
+                f"to a random key of {_min_key_length()}+ characters, or bind --host {_LOOPBACK}"
+            )
         _LOG.warning(
-            "model server on %s:%d is UNAUTHENTICATED: anyone who can reach it can use the "
-            "model. Set %s (or --api-key-env VAR) to require a Bearer key%s",
+            "model server on %s:%d is UNAUTHENTICATED: anyone who can reach it on this host can "
+            "use the model. Set %s (or --api-key-env VAR) to require a Bearer key",
             bind,
             port,
             API_KEY_ENV,
-            "" if bind in (_LOOPBACK, "localhost", "::1") else "; it is NOT bound to loopback",
         )
+    elif api_key is None:
+        _LOG.info("model server on %s:%d requires an active RadCheck API key", bind, port)
     else:
         _LOG.info("model server on %s:%d requires a Bearer API key", bind, port)
     return bind, api_key
+
+
+def _min_key_length() -> int:
+    from app.model_server.server import MIN_API_KEY_LENGTH
+
+    return MIN_API_KEY_LENGTH
+
+
+def run_model_server(app: Any, bind: str, port: int, log_level: str) -> None:
+    """Run ``app`` under uvicorn without uvicorn's access log, which writes query strings (a key
+    sent as ``?api_key=`` would land in the log); the app logs each request's path without it.
+    """
+    import uvicorn
+
+    uvicorn.run(app, host=bind, port=port, log_level=log_level.lower(), access_log=False)
 
 
 def radcheck_key_authorizer() -> Callable[[str], bool]:
@@ -294,7 +333,8 @@ def serve(
     host: Annotated[
         str | None,
         typer.Option(
-            help="Interface to bind. Default: 0.0.0.0 with an API key, 127.0.0.1 without one."
+            help="Interface to bind. Default: 0.0.0.0 with an API key, 127.0.0.1 without one "
+            "(without a key, any other interface is refused)."
         ),
     ] = None,
     port: Annotated[int, typer.Option(help="TCP port.")] = 8001,
@@ -315,7 +355,7 @@ def serve(
     ] = "llava-rad",
     slices: Slices = OnOff.OFF,
     policy: Policy = "pool",
-    budget: Budget = 1500,
+    budget: Budget = DEFAULT_TOKEN_BUDGET,
     device: Device = "auto",
     dtype: DTypeOpt = "auto",
     quantization: Quant = "none",
@@ -332,14 +372,12 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the model as an OpenAI-compatible endpoint (POST /v1/chat/completions)."""
-    import uvicorn
-
     from app.model_server import create_model_server
     from medvlm.errors import MedVLMError
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
     try:
-        bind, api_key = serve_security(host, port, api_key_env)
+        bind, api_key = serve_security(host, port, api_key_env, radcheck_keys)
     except ValueError as exc:
         raise _fail(exc) from exc
     _quiet_transformers()
@@ -353,4 +391,4 @@ def serve(
         )
     except (MedVLMError, ValueError) as exc:
         raise _fail(exc) from exc
-    uvicorn.run(app, host=bind, port=port, log_level=log_level.lower())
+    run_model_server(app, bind, port, log_level)

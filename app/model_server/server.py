@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from numpy.typing import NDArray
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.model_server.schemas import (
     AssistantMessage,
@@ -41,6 +42,7 @@ from medvlm.runtime import VisionLanguageRuntime
 __all__ = ["MIN_API_KEY_LENGTH", "OPEN_PATHS", "BadRequestError", "create_model_server"]
 
 _LOG = logging.getLogger(__name__)
+_ACCESS_LOG = logging.getLogger("app.model_server.access")
 _MAX_IMAGE_BYTES = 64 * 1024 * 1024
 _DEFAULT_MAX_TOKENS = 256
 MIN_API_KEY_LENGTH = 16
@@ -126,6 +128,43 @@ def _unauthorized(message: str) -> JSONResponse:
     response = _error(401, message, "invalid_request_error", code="invalid_api_key")
     response.headers["WWW-Authenticate"] = 'Bearer realm="radcheck-model-server"'
     return response
+
+
+class AccessLog:
+    """One INFO line per request: client, method, path, status, milliseconds.
+
+    Never the query string (a client may send a key as ``?api_key=``), headers or body; it
+    replaces uvicorn's access log, which writes the query string.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            client = scope.get("client")
+            _ACCESS_LOG.info(
+                "%s %s %s %d %.1f ms",
+                client[0] if client else "-",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - start) * 1000.0,
+            )
 
 
 def create_model_server(
@@ -256,4 +295,5 @@ def create_model_server(
             ),
         )
 
+    app.add_middleware(AccessLog)
     return app

@@ -8,7 +8,7 @@ import dicom_io
 from app.services.pipeline import CheckPipeline
 from app.settings import ModelBackend, Settings
 from medvlm.checking import Checker, CheckerConfig
-from medvlm.runtime import Backend, DType, Quantization, RuntimeConfig, build_runtime
+from medvlm.runtime import RuntimeConfig, build_runtime
 from medvlm.runtime.base import VisionLanguageRuntime
 
 __all__ = ["build_pipeline", "build_runtime_from_settings", "build_text_checker"]
@@ -21,11 +21,11 @@ def build_runtime_from_settings(settings: Settings) -> VisionLanguageRuntime | N
     if model.backend == ModelBackend.NONE:
         return None
     config = RuntimeConfig(
-        backend=Backend(model.backend.value),
+        backend=model.backend,
         model_dir=model.model_dir,
         device=model.device,
-        dtype=DType(model.dtype),
-        quantization=Quantization(model.quantization),
+        dtype=model.dtype,
+        quantization=model.quantization,
         slicing=model.slicing,
         max_slices=model.max_slices,
         token_budget=model.token_budget,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,138 @@ from medvlm.prompts.conversation import IMAGE_PLACEHOLDER
 from medvlm.runtime.errors import CheckpointConfigError, CheckpointError
 
 __all__ = [
+    "GENERATION_CONFIG",
+    "LLAVA_RAD_ARCHITECTURE",
     "CheckpointInfo",
     "declared_capabilities",
+    "greedy_generation_config",
+    "llava_rad_config",
     "read_checkpoint_config",
+    "read_generation_config",
     "validate_image_token",
     "weights_sha256",
 ]
 
-_HASH_CHUNK = 1 << 20
+GENERATION_CONFIG = "generation_config.json"
+"""The checkpoint's generation settings (transformers' file); the runtime decodes with them."""
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """One value every LLaVA-Rad-shaped checkpoint has: written by :func:`llava_rad_config`,
+    checked by :func:`read_checkpoint_config`."""
+
+    key: str
+    value: object
+    why: str
+    absent: object = None
+    """What a config without the key means (transformers' default); ``None``: the key is required."""
+
+
+LLAVA_RAD_ARCHITECTURE: tuple[_Fixed, ...] = (
+    _Fixed("vision_feature_layer", -2, "LLaVA-Rad uses the second-to-last vision layer"),
+    _Fixed("vision_feature_select_strategy", "default", "drop CLS, keep patches", "default"),
+    _Fixed("projector_hidden_act", "gelu", "mlp2x_gelu projector", "gelu"),
+)
+"""The LLaVA-Rad architecture choices of ``config.json`` (besides the model types)."""
+
+_VISION_DEFAULTS: dict[str, object] = {"image_size": 518, "patch_size": 14, "layer_norm_eps": 1e-6}
+_TEXT_DEFAULTS: dict[str, object] = {
+    "max_position_embeddings": 4096,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+    "tie_word_embeddings": False,
+}
+
+
+def llava_rad_config(
+    *, text: Mapping[str, Any], vision: Mapping[str, Any], image_token_id: int
+) -> Any:
+    """The ``LlavaConfig`` of a LLaVA-Rad-shaped model: Llama text, Dinov2 tower, GELU projector,
+    second-to-last vision layer, one token per patch.
+
+    ``text`` and ``vision`` are ``LlamaConfig`` / ``Dinov2Config`` keyword arguments (widths,
+    vocabulary); unset ones take LLaVA-Rad's values (518 px, patch 14, Llama's special token ids).
+    The one place the architecture is written: the tiny checkpoint, the converter and the GPU
+    benchmark build with it, and :func:`read_checkpoint_config` checks against the same table.
+    """
+    from transformers import Dinov2Config, LlamaConfig, LlavaConfig
+
+    make_llama: Any = LlamaConfig
+    make_dinov2: Any = Dinov2Config
+    make_llava: Any = LlavaConfig
+    text_config = make_llama(**{**_TEXT_DEFAULTS, **text})
+    vision_config = make_dinov2(**{**_VISION_DEFAULTS, **vision})
+    return make_llava(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_index=image_token_id,
+        image_seq_length=(vision_config.image_size // vision_config.patch_size) ** 2,
+        tie_word_embeddings=False,
+        **{fixed.key: fixed.value for fixed in LLAVA_RAD_ARCHITECTURE},
+    )
+
+
+def greedy_generation_config(
+    *,
+    bos_token_id: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    image_token_id: int,
+    max_new_tokens: int = 256,
+) -> Any:
+    """Our generation config: greedy, 256 new tokens, KV cache, the image token never generated.
+
+    Saved as the checkpoint's ``generation_config.json`` (tiny and converted checkpoints) and used
+    by the runtime when a checkpoint has none.
+    """
+    from transformers import GenerationConfig
+
+    make: Any = GenerationConfig
+    return make(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        use_cache=True,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        suppress_tokens=[image_token_id],
+    )
+
+
+def read_generation_config(model_dir: Path, *, fallback: Any) -> Any:
+    """The checkpoint's ``generation_config.json`` (``fallback`` when it has none), checked.
+
+    Sampling is refused (``CheckpointConfigError`` on ``generation_config.do_sample``): checks must
+    be reproducible. The image token is always suppressed (added when the file omits it).
+    """
+    from transformers import GenerationConfig
+
+    path = model_dir / GENERATION_CONFIG
+    if not path.is_file():
+        config = fallback
+    else:
+        try:
+            config = GenerationConfig.from_pretrained(model_dir, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {str(path)!r}: {exc}") from exc
+    _require(
+        not config.do_sample,
+        "generation_config.do_sample",
+        f"{str(path)!r} asks for sampling (do_sample=true): RadCheck decodes greedily so a "
+        "check can be reproduced; set do_sample to false",
+    )
+    suppress = list(config.suppress_tokens or [])
+    for token_id in fallback.suppress_tokens or []:
+        if token_id not in suppress:
+            suppress.append(token_id)
+    config.suppress_tokens = suppress
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if getattr(config, key) is None:
+            setattr(config, key, getattr(fallback, key))
+    return config
 
 
 @dataclass(frozen=True)
@@ -85,23 +210,13 @@ def read_checkpoint_config(model_dir: Path) -> CheckpointInfo:
         "text_config.model_type",
         f"expected 'llama' (Vicuna), got {text.get('model_type')!r}",
     )
-    _require(
-        raw.get("vision_feature_layer") == -2,
-        "vision_feature_layer",
-        f"expected -2 (LLaVA-Rad uses the second-to-last vision layer), got "
-        f"{raw.get('vision_feature_layer')!r}",
-    )
-    _require(
-        raw.get("vision_feature_select_strategy", "default") == "default",
-        "vision_feature_select_strategy",
-        f"expected 'default' (drop CLS, keep patches), got "
-        f"{raw.get('vision_feature_select_strategy')!r}",
-    )
-    _require(
-        raw.get("projector_hidden_act", "gelu") == "gelu",
-        "projector_hidden_act",
-        f"expected 'gelu' (mlp2x_gelu projector), got {raw.get('projector_hidden_act')!r}",
-    )
+    for fixed in LLAVA_RAD_ARCHITECTURE:
+        value = raw.get(fixed.key, fixed.absent)
+        _require(
+            value == fixed.value,
+            fixed.key,
+            f"expected {fixed.value!r} ({fixed.why}), got {raw.get(fixed.key)!r}",
+        )
     image_token_id = raw.get("image_token_index", raw.get("image_token_id"))
     _require(
         isinstance(image_token_id, int) and image_token_id >= 0,
@@ -172,10 +287,8 @@ def weights_sha256(model_dir: Path) -> str:
         raise CheckpointError(f"no *.safetensors weights in {str(model_dir)!r}")
     outer = hashlib.sha256()
     for path in files:
-        inner = hashlib.sha256()
         with path.open("rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK):
-                inner.update(chunk)
+            inner = hashlib.file_digest(fh, "sha256")
         outer.update(f"{path.name}\t{inner.hexdigest()}\n".encode())
     return outer.hexdigest()
 

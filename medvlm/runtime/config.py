@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import get_args
 
-from medvlm.budget import BudgetPolicy
+from medvlm.budget import DEFAULT_VISUAL_TOKEN_BUDGET, BudgetPolicy
 from medvlm.runtime.errors import RuntimeConfigError
 
 __all__ = [
@@ -17,8 +18,10 @@ __all__ = [
     "RuntimeConfig",
 ]
 
-DEFAULT_TOKEN_BUDGET = 1500
-"""Visual tokens per study when slicing (DESIGN.md: <= 1,500 for a 2500x3000 film on a 16 GB V100)."""
+DEFAULT_TOKEN_BUDGET = DEFAULT_VISUAL_TOKEN_BUDGET
+"""Visual tokens per study when slicing (DESIGN.md: <= 1,500 for a 2500x3000 film on a 16 GB V100);
+derived in :mod:`medvlm.budget` (2,048 context - 256 new tokens - 292 text = 1,500). The settings,
+the CLI and the runtime all default to this one value."""
 
 
 class Backend(StrEnum):
@@ -104,9 +107,10 @@ class RuntimeConfig:
             raise RuntimeConfigError(f"token_budget must be >= 1, got {self.token_budget}")
         if self.max_slices < 1:
             raise RuntimeConfigError(f"max_slices must be >= 1, got {self.max_slices}")
-        if self.budget_policy not in ("none", "pool", "attention"):
+        if self.budget_policy not in get_args(BudgetPolicy):
             raise RuntimeConfigError(
-                f"budget_policy {self.budget_policy!r} is not one of 'none', 'pool', 'attention'"
+                f"budget_policy {self.budget_policy!r} is not one of "
+                + ", ".join(repr(p) for p in get_args(BudgetPolicy))
             )
         if self.openai_timeout_s <= 0:
             raise RuntimeConfigError(f"openai_timeout_s must be > 0, got {self.openai_timeout_s}")

@@ -23,7 +23,9 @@ from medvlm.runtime.base import GenerationResult
 from medvlm.runtime.checkpoint import (
     CheckpointInfo,
     declared_capabilities,
+    greedy_generation_config,
     read_checkpoint_config,
+    read_generation_config,
     validate_image_token,
     weights_sha256,
 )
@@ -138,14 +140,14 @@ class TransformersRuntime:
         pad_id = self._tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self._tokenizer.unk_token_id
-        self._generation: Any = tf.GenerationConfig(
-            do_sample=False,
-            num_beams=1,
-            use_cache=True,
-            bos_token_id=self._tokenizer.bos_token_id,
-            eos_token_id=self._tokenizer.eos_token_id,
-            pad_token_id=pad_id,
-            suppress_tokens=[info.image_token_id],
+        self._generation: Any = read_generation_config(
+            self._dir,
+            fallback=greedy_generation_config(
+                bos_token_id=self._tokenizer.bos_token_id,
+                eos_token_id=self._tokenizer.eos_token_id,
+                pad_token_id=pad_id,
+                image_token_id=info.image_token_id,
+            ),
         )
         self._processor_config = self._make_processor_config()
         _LOG.info(
@@ -223,6 +225,16 @@ class TransformersRuntime:
     def model(self) -> Any:
         """The loaded ``LlavaForConditionalGeneration`` (for tools, tests and benchmarks)."""
         return self._model
+
+    @property
+    def generation_config(self) -> Any:
+        """A copy of the ``GenerationConfig`` it decodes with (the checkpoint's, checked)."""
+        return copy.deepcopy(self._generation)
+
+    @property
+    def processor_config(self) -> Any:
+        """The :class:`medvlm.processing.ProcessorConfig` images go through."""
+        return self._processor_config
 
     @property
     def placement(self) -> Placement:
@@ -336,24 +348,44 @@ class TransformersRuntime:
         return kwargs
 
     def _make_processor_config(self) -> Any:
-        from medvlm.processing import ProcessorConfig
+        """The checkpoint's ``preprocessor_config.json`` with this runtime's slicing settings; a
+        checkpoint without one gets the defaults at its vision tower's size."""
+        from medvlm.errors import ProcessingError
+        from medvlm.processing import PREPROCESSOR_CONFIG, ProcessorConfig
 
-        return ProcessorConfig(
-            native_size=self._info.vision_image_size,
-            patch_size=self._info.vision_patch_size,
-            slicing=self._slicing.enabled,
-            max_slices=self._slicing.max_slices,
-            visual_token_budget=self._slicing.token_budget,
-            budget_policy=self._slicing.policy,
-        )
+        runtime: dict[str, object] = {
+            "slicing": self._slicing.enabled,
+            "max_slices": self._slicing.max_slices,
+            "visual_token_budget": self._slicing.token_budget,
+            "budget_policy": self._slicing.policy,
+        }
+        try:
+            config = ProcessorConfig.from_pretrained(self._dir, **runtime)
+        except ProcessingError as exc:
+            raise CheckpointConfigError("preprocessor_config", str(exc)) from exc
+        if config is None:
+            return ProcessorConfig(
+                native_size=self._info.vision_image_size,
+                patch_size=self._info.vision_patch_size,
+                **runtime,  # type: ignore[arg-type]
+            )
+        tower = (self._info.vision_image_size, self._info.vision_patch_size)
+        if (config.native_size, config.patch_size) != tower:
+            raise CheckpointConfigError(
+                "preprocessor_config.native_size",
+                f"{PREPROCESSOR_CONFIG} native_size / patch_size {config.native_size} / {config.patch_size} differ from "
+                f"the vision tower's {tower[0]} / {tower[1]} in config.json",
+            )
+        return config
 
     def _generation_dict(self, max_new_tokens: int) -> dict[str, object]:
+        generation = self._generation
         return {
-            "do_sample": False,
-            "num_beams": 1,
+            "do_sample": bool(generation.do_sample),
+            "num_beams": int(generation.num_beams),
             "max_new_tokens": max_new_tokens,
-            "suppress_tokens": [self._info.image_token_id],
-            "eos_token_id": self._tokenizer.eos_token_id,
+            "suppress_tokens": list(generation.suppress_tokens or []),
+            "eos_token_id": generation.eos_token_id,
         }
 
     def _run_generate(

@@ -95,11 +95,32 @@ def test_serve_without_a_key_binds_loopback_and_warns(
     monkeypatch.delenv(API_KEY_ENV, raising=False)
     with caplog.at_level(logging.WARNING, logger="app.cli.model"):
         assert serve_security(None, 8001, None) == ("127.0.0.1", None)
-    assert "UNAUTHENTICATED" in caplog.text and "NOT bound to loopback" not in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="app.cli.model"):
-        assert serve_security(ALL_INTERFACES, 8001, None) == (ALL_INTERFACES, None)
-    assert "NOT bound to loopback" in caplog.text
+        assert serve_security("::1", 8001, None) == ("::1", None)
+    assert "UNAUTHENTICATED" in caplog.text
+
+
+@pytest.mark.parametrize("host", [ALL_INTERFACES, "10.0.0.5", "::", "gpu-node.example"])
+def test_serve_without_a_key_refuses_any_other_interface(
+    monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    with pytest.raises(ValueError, match=f"refusing to serve the model on {host}:8001 without"):
+        serve_security(host, 8001, None)
+    # RadCheck keys authenticate every request, so they allow another interface
+    assert serve_security(host, 8001, None, radcheck_keys=True) == (host, None)
+
+
+def test_serve_command_refuses_0_0_0_0_without_a_key_before_loading_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    result = CliRunner().invoke(
+        model_cli, ["serve", "--model", str(tmp_path / "absent"), "--host", ALL_INTERFACES]
+    )
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: refusing to serve the model on 0.0.0.0")
+    assert f"set {API_KEY_ENV}" in lines[0]
 
 
 def test_serve_key_from_the_default_or_a_named_variable(
