@@ -43,7 +43,7 @@ from medvlm.prompts.checking import (
     render_verify,
 )
 from medvlm.prompts.knowledge import Category, KnowledgeBase
-from medvlm.reports import ParsedReport, Presence, ReportParser, SectionName, Side
+from medvlm.reports import Mention, ParsedReport, Presence, ReportParser, SectionName, Side
 from medvlm.runtime.base import VisionLanguageRuntime
 from medvlm.taxonomy import ErrorSubtype, FlagSource
 
@@ -71,6 +71,79 @@ class ModelCheckOutcome:
 def _yes_no(text: str) -> str | None:
     value = parse_yes_no_answer(text)
     return None if value is None else ("yes" if value else "no")
+
+
+@dataclass(frozen=True)
+class _PresenceConflict:
+    """The model's own findings contradict whether a reported finding is there: ``evidence``
+    returns the generated mention that does (from the generated mentions of the same concept that
+    assert it, and those that deny it or a broader finding), or ``None``."""
+
+    what: str
+    subtype: ErrorSubtype
+    evidence: Callable[[Item, list[Item], list[Item]], Item | None]
+    message: Callable[[str, Item, Item], str]
+
+
+@dataclass(frozen=True)
+class _AttributeConflict:
+    """The model agrees a finding is there but describes it differently (a side, a grade)."""
+
+    what: str
+    subtype: ErrorSubtype
+    differs: Callable[[Mention, Mention], bool]
+    message: Callable[[str, Item, Item], str]
+
+
+_PRESENCE: tuple[_PresenceConflict, ...] = (
+    _PresenceConflict(
+        "false",
+        ErrorSubtype.INSERT_FINDING,
+        lambda item, present, denies: (
+            denies[0] if item.asserted and denies and not present else None
+        ),
+        lambda name, item, g: (
+            f"The model's own findings deny {name} ('{g.sentence.text}'), which {item.where()} "
+            "reports."
+        ),
+    ),
+    _PresenceConflict(
+        "denied",
+        ErrorSubtype.NEGATION,
+        lambda item, present, denies: present[0] if item.denied and present else None,
+        lambda name, item, g: (
+            f"The model's own findings report {name} ('{g.sentence.text}'), which {item.where()} "
+            "denies."
+        ),
+    ),
+)
+"""Tried in order; the first that holds is the flag."""
+
+_ATTRIBUTES: tuple[_AttributeConflict, ...] = (
+    _AttributeConflict(
+        "side",
+        ErrorSubtype.LATERALITY,
+        lambda r, g: (
+            r.laterality is not None
+            and g.laterality is not None
+            and not r.laterality.compatible(g.laterality)
+        ),
+        lambda name, item, g: (
+            f"The model places {name} on the {g.mention.laterality} ('{g.sentence.text}'); "
+            f"{item.where()} says {item.mention.laterality}."
+        ),
+    ),
+    _AttributeConflict(
+        "severity",
+        ErrorSubtype.SEVERITY,
+        lambda r, g: bool(r.grades and g.grades and not r.grades & g.grades),
+        lambda name, item, g: (
+            f"The model grades {name} as '{g.mention.severity}' ('{g.sentence.text}'); "
+            f"{item.where()} says '{item.mention.severity}'."
+        ),
+    ),
+)
+"""Compared when both the report and the model assert the finding; each that differs flags."""
 
 
 class ModelChecks:
@@ -236,13 +309,29 @@ class ModelChecks:
             return
         gen = [Item(SectionName.FINDINGS, s, m) for s, m in section.mentions()]
         kb = self._kb
-        conf = self._config.model_flag_confidence
-        base = {
-            "prompt_id": template.id,
-            "prompt_version": template.version,
-            "model_answer": answer.raw_text,
-            "ai_generated": True,
-        }
+
+        def flag(
+            what: str, subtype: ErrorSubtype, message: str, generated: Item, item: Item | None
+        ) -> Flag:
+            return make_flag(
+                subtype=subtype,
+                rule_id=f"model.generate_compare.{what}",
+                rule_version=template.version,
+                source=FlagSource.MODEL,
+                confidence=self._config.model_flag_confidence,
+                message=message,
+                item=item,
+                section=SectionName.FINDINGS if item is None else None,
+                concept=generated.mention.concept if item is None else None,
+                extra={
+                    "prompt_id": template.id,
+                    "prompt_version": template.version,
+                    "model_answer": answer.raw_text,
+                    "ai_generated": True,
+                    "generated_sentence": generated.sentence.text,
+                },
+            )
+
         seen: set[str] = set()
         for item in items:  # FINDINGS first: one model flag per concept, on its first sentence
             entry = kb[item.mention.concept]
@@ -251,84 +340,29 @@ class ModelChecks:
             if item.mention.concept in seen:
                 continue
             seen.add(item.mention.concept)
-            same = [g for g in gen if g.mention.concept == item.mention.concept]
-            g_present = [g for g in same if g.asserted]
-            g_denies = [
+            present = [g for g in gen if g.mention.concept == item.mention.concept and g.asserted]
+            denies = [
                 g
                 for g in gen
                 if g.denied
                 and kb.covers(g.mention.concept, item.mention.concept)
                 and "otherwise" not in g.mention.qualifiers
             ]
-            if item.asserted and g_denies and not g_present:
-                out.flags.append(
-                    make_flag(
-                        subtype=ErrorSubtype.INSERT_FINDING,
-                        rule_id="model.generate_compare.false",
-                        rule_version=template.version,
-                        source=FlagSource.MODEL,
-                        confidence=conf,
-                        message=(
-                            f"The model's own findings deny {entry.name} "
-                            f"('{g_denies[0].sentence.text}'), which {item.where()} reports."
-                        ),
-                        item=item,
-                        extra={**base, "generated_sentence": g_denies[0].sentence.text},
-                    )
-                )
-            elif item.denied and g_present:
-                out.flags.append(
-                    make_flag(
-                        subtype=ErrorSubtype.NEGATION,
-                        rule_id="model.generate_compare.denied",
-                        rule_version=template.version,
-                        source=FlagSource.MODEL,
-                        confidence=conf,
-                        message=(
-                            f"The model's own findings report {entry.name} "
-                            f"('{g_present[0].sentence.text}'), which {item.where()} denies."
-                        ),
-                        item=item,
-                        extra={**base, "generated_sentence": g_present[0].sentence.text},
-                    )
-                )
-            elif item.asserted and g_present:
-                g = g_present[0]
-                ls, gs = item.mention.laterality, g.mention.laterality
-                if ls is not None and gs is not None and not ls.compatible(gs):
-                    out.flags.append(
-                        make_flag(
-                            subtype=ErrorSubtype.LATERALITY,
-                            rule_id="model.generate_compare.side",
-                            rule_version=template.version,
-                            source=FlagSource.MODEL,
-                            confidence=conf,
-                            message=(
-                                f"The model places {entry.name} on the {gs.value} "
-                                f"('{g.sentence.text}'); {item.where()} says {ls.value}."
-                            ),
-                            item=item,
-                            extra={**base, "generated_sentence": g.sentence.text},
-                        )
-                    )
-                lg, gg = item.mention.grades, g.mention.grades
-                if lg and gg and not (lg & gg):
-                    out.flags.append(
-                        make_flag(
-                            subtype=ErrorSubtype.SEVERITY,
-                            rule_id="model.generate_compare.severity",
-                            rule_version=template.version,
-                            source=FlagSource.MODEL,
-                            confidence=conf,
-                            message=(
-                                f"The model grades {entry.name} as '{g.mention.severity}' "
-                                f"('{g.sentence.text}'); {item.where()} says "
-                                f"'{item.mention.severity}'."
-                            ),
-                            item=item,
-                            extra={**base, "generated_sentence": g.sentence.text},
-                        )
-                    )
+            for row in _PRESENCE:
+                g = row.evidence(item, present, denies)
+                if g is not None:
+                    message = row.message(entry.name, item, g)
+                    out.flags.append(flag(row.what, row.subtype, message, g, item))
+                    break
+            else:
+                if item.asserted and present:
+                    g = present[0]
+                    for attribute in _ATTRIBUTES:
+                        if attribute.differs(item.mention, g.mention):
+                            message = attribute.message(entry.name, item, g)
+                            out.flags.append(
+                                flag(attribute.what, attribute.subtype, message, g, item)
+                            )
         mentioned = {i.mention.concept for i in items}
         for g in gen:
             entry = kb[g.mention.concept]
@@ -339,22 +373,11 @@ class ModelChecks:
             ):
                 continue
             mentioned.add(g.mention.concept)
-            out.flags.append(
-                make_flag(
-                    subtype=ErrorSubtype.REMOVE_FINDING,
-                    rule_id="model.generate_compare.missed",
-                    rule_version=template.version,
-                    source=FlagSource.MODEL,
-                    confidence=conf,
-                    message=(
-                        f"The model reports {entry.name} ('{g.sentence.text}'), which the report "
-                        "does not mention."
-                    ),
-                    section=SectionName.FINDINGS,
-                    concept=g.mention.concept,
-                    extra={**base, "generated_sentence": g.sentence.text},
-                )
+            message = (
+                f"The model reports {entry.name} ('{g.sentence.text}'), which the report "
+                "does not mention."
             )
+            out.flags.append(flag("missed", ErrorSubtype.REMOVE_FINDING, message, g, None))
 
     def _targets(self, items: list[Item]) -> list[Item]:
         seen: set[tuple[str, Presence, Side | None]] = set()

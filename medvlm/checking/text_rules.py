@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from medvlm.checking.evidence import Item, make_flag
@@ -227,6 +228,99 @@ def _sides_ok(a: Item, b: Item) -> bool:
     return sa is None or sb is None or sa.compatible(sb)
 
 
+def _disjoint(x: frozenset[Any], y: frozenset[Any]) -> bool:
+    """Both given and sharing nothing (two grades, two zones)."""
+    return bool(x and y and not x & y)
+
+
+def _sides_conflict(x: Side | None, y: Side | None) -> bool:
+    return x is not None and y is not None and not x.compatible(y)
+
+
+def _same_named_side(a: Item, b: Item) -> bool:
+    """A location is only comparable when both name the same side (bilateral names none)."""
+    sa, sb = a.mention.laterality, b.mention.laterality
+    return (
+        sa is not None and sb is not None and sa.compatible(sb) and Side.BILATERAL not in (sa, sb)
+    )
+
+
+@dataclass(frozen=True)
+class _CrossSectionRule:
+    """One attribute of a finding that FINDINGS and IMPRESSION must agree on.
+
+    ``value`` reads it off a mention, ``conflict`` says when two values contradict, ``agrees``
+    builds the tally filter for mentions supporting a value, ``comparable`` the other attributes
+    that must not already tell two findings apart, ``both_sections`` whether a section holding
+    both values is looked for in both sections of the pair (else in the FINDINGS one only), and
+    ``message`` words the flag (finding name, flagged mention, the one it contradicts).
+    """
+
+    what: str
+    subtype: ErrorSubtype
+    confidence: float
+    same_group: bool
+    value: Callable[[Item], Any]
+    conflict: Callable[[Any, Any], bool]
+    agrees: Callable[[Any], Callable[[Hashable], bool]]
+    comparable: Callable[[Item, Item], bool]
+    both_sections: bool
+    message: Callable[[str, Item, Item], str]
+
+
+_LATERALITY = _CrossSectionRule(
+    what="laterality",
+    subtype=ErrorSubtype.LATERALITY,
+    confidence=0.85,
+    same_group=True,
+    value=lambda i: i.mention.laterality,
+    conflict=_sides_conflict,
+    agrees=_is,
+    comparable=lambda a, b: (
+        not _disjoint(_zones(a), _zones(b)) and not _disjoint(a.mention.grades, b.mention.grades)
+    ),
+    both_sections=True,
+    message=lambda name, t, o: (
+        f"{t.where().capitalize()} puts {name} on the {t.mention.laterality} "
+        f"('{t.sentence.text}'), but {o.where()} puts it on the {o.mention.laterality} "
+        f"('{o.sentence.text}')."
+    ),
+)
+_SEVERITY = _CrossSectionRule(
+    what="severity",
+    subtype=ErrorSubtype.SEVERITY,
+    confidence=0.75,
+    same_group=False,
+    value=lambda i: i.mention.grades,
+    conflict=_disjoint,
+    agrees=_meets,
+    comparable=lambda a, b: _sides_ok(a, b) and not _disjoint(_zones(a), _zones(b)),
+    both_sections=False,
+    message=lambda name, t, o: (
+        f"{t.where().capitalize()} grades {name} as '{t.mention.severity}' "
+        f"('{t.sentence.text}'), but {o.where()} grades it '{o.mention.severity}' "
+        f"('{o.sentence.text}')."
+    ),
+)
+_LOCATION = _CrossSectionRule(
+    what="location",
+    subtype=ErrorSubtype.LOCATION,
+    confidence=0.65,
+    same_group=True,
+    value=_zones,
+    conflict=_disjoint,
+    agrees=_meets,
+    comparable=_same_named_side,
+    both_sections=True,
+    message=lambda name, t, o: (
+        f"{t.where().capitalize()} places {name} in the {t.mention.location} zone "
+        f"('{t.sentence.text}'), but {o.where()} places it in the {o.mention.location} zone "
+        f"('{o.sentence.text}')."
+    ),
+)
+"""The cross-section rules (:meth:`TextRules._cross_section`); a new attribute is a new row."""
+
+
 class TextRules:
     """The text rule set over one knowledge base (stateless after construction)."""
 
@@ -244,11 +338,11 @@ class TextRules:
         flags.extend(self._presence(items))
         flags.extend(self._asserted_denial_lists(items))
         flags.extend(self._significant_not_in_impression(items))
-        flags.extend(self._laterality(items))
+        flags.extend(self._cross_section(_LATERALITY, items))
         flags.extend(self._dominant_side(items))
         flags.extend(self._resolved_side(items))
-        flags.extend(self._severity(items))
-        flags.extend(self._location(items))
+        flags.extend(self._cross_section(_SEVERITY, items))
+        flags.extend(self._cross_section(_LOCATION, items))
         flags.extend(self._interval_conflicts(items))
         flags.extend(self._interval_without_comparison(report))
         flags.extend(self._measurements(items))
@@ -571,48 +665,34 @@ class TextRules:
             return b, a
         return (a, b) if a.section is SectionName.FINDINGS else (b, a)
 
-    def _laterality(self, items: list[Item]) -> Iterator[Flag]:
-        kb = self._kb
-        sides = Tally()
+    def _cross_section(self, rule: _CrossSectionRule, items: list[Item]) -> Iterator[Flag]:
+        """One attribute that FINDINGS and IMPRESSION disagree on (a side, a grade, a zone): the
+        pairs :meth:`_pairs` finds, unless the rule's other attributes say they are two findings
+        or one section describes both values; the flag goes to the less supported side."""
+        key = self._group if rule.same_group else (lambda concept: concept)
+        tally = Tally()
         for i in items:
-            if i.described and i.mention.laterality is not None:
-                sides.add((i.section, self._group(i.mention.concept)), i.mention.laterality, i)
-        for a, b in self._pairs(
-            items,
-            True,
-            lambda i: i.mention.laterality,
-            lambda x, y: x is not None and y is not None and not x.compatible(y),
-        ):
-            sa, sb = a.mention.laterality, b.mention.laterality
-            if sa is None or sb is None or sa.compatible(sb):
+            value = rule.value(i)
+            if i.described and value is not None and value != frozenset():
+                tally.add((i.section, key(i.mention.concept)), value, i)
+        for a, b in self._pairs(items, rule.same_group, rule.value, rule.conflict):
+            if not rule.comparable(a, b):
                 continue
-            za, zb = _zones(a), _zones(b)
-            if za and zb and not (za & zb):
-                continue
-            ga, gb = a.mention.grades, b.mention.grades
-            if ga and gb and not (ga & gb):
-                continue
-            g = self._group(a.mention.concept)
-            if sides.count((a.section, g), _is(sb), (a, b)) or sides.count(
-                (b.section, g), _is(sa), (a, b)
+            va, vb = rule.value(a), rule.value(b)
+            g = key(a.mention.concept)
+            if tally.count((a.section, g), rule.agrees(vb), (a, b)) or (
+                rule.both_sections and tally.count((b.section, g), rule.agrees(va), (a, b))
             ):
-                continue  # both sides described in one section: likely two findings, not a slip
-            for_a = sum(sides.count((sec, g), _is(sa), (a, b)) for sec in _COMPARED)
-            for_b = sum(sides.count((sec, g), _is(sb), (a, b)) for sec in _COMPARED)
+                continue  # both values described in one section: likely two findings, not a slip
+            for_a = sum(tally.count((sec, g), rule.agrees(va), (a, b)) for sec in _COMPARED)
+            for_b = sum(tally.count((sec, g), rule.agrees(vb), (a, b)) for sec in _COMPARED)
             target, other = self._pick(a, b, for_a, for_b)
-            t_side = target.mention.laterality
-            o_side = other.mention.laterality
-            assert t_side is not None and o_side is not None
             yield make_flag(
-                subtype=ErrorSubtype.LATERALITY,
-                rule_id="text.laterality.findings_impression",
+                subtype=rule.subtype,
+                rule_id=f"text.{rule.what}.findings_impression",
                 rule_version=TEXT_RULESET_VERSION,
-                message=(
-                    f"{target.where().capitalize()} puts {kb[target.mention.concept].name} on the "
-                    f"{t_side.value} ('{target.sentence.text}'), but {other.where()} puts it on the "
-                    f"{o_side.value} ('{other.sentence.text}')."
-                ),
-                confidence=0.85,
+                message=rule.message(self._kb[target.mention.concept].name, target, other),
+                confidence=rule.confidence,
                 item=target,
                 other=other,
             )
@@ -674,77 +754,6 @@ class TextRules:
                     break  # both sides resolved in the impression: two findings
                 assert sa is not None
                 yield self._side_flag(a, b, sa, sb, "resolved_side")
-
-    def _severity(self, items: list[Item]) -> Iterator[Flag]:
-        kb = self._kb
-        graded = Tally()
-        for i in items:
-            if i.described and i.mention.grades:
-                graded.add((i.section, i.mention.concept), i.mention.grades, i)
-        for a, b in self._pairs(
-            items, False, lambda i: i.mention.grades, lambda x, y: bool(x and y and not x & y)
-        ):
-            ga, gb = a.mention.grades, b.mention.grades
-            if not ga or not gb or ga & gb or not _sides_ok(a, b):
-                continue
-            za, zb = _zones(a), _zones(b)
-            if za and zb and not (za & zb):
-                continue
-            c = a.mention.concept
-            if graded.count((a.section, c), _meets(gb), (a, b)):
-                continue
-            for_a = sum(graded.count((sec, c), _meets(ga), (a, b)) for sec in _COMPARED)
-            for_b = sum(graded.count((sec, c), _meets(gb), (a, b)) for sec in _COMPARED)
-            target, other = self._pick(a, b, for_a, for_b)
-            yield make_flag(
-                subtype=ErrorSubtype.SEVERITY,
-                rule_id="text.severity.findings_impression",
-                rule_version=TEXT_RULESET_VERSION,
-                message=(
-                    f"{target.where().capitalize()} grades {kb[a.mention.concept].name} as "
-                    f"'{target.mention.severity}' ('{target.sentence.text}'), but {other.where()} "
-                    f"grades it '{other.mention.severity}' ('{other.sentence.text}')."
-                ),
-                confidence=0.75,
-                item=target,
-                other=other,
-            )
-
-    def _location(self, items: list[Item]) -> Iterator[Flag]:
-        kb = self._kb
-        zoned = Tally()
-        for i in items:
-            if i.described and _zones(i):
-                zoned.add((i.section, self._group(i.mention.concept)), _zones(i), i)
-        for a, b in self._pairs(items, True, _zones, lambda x, y: bool(x and y and not x & y)):
-            za, zb = _zones(a), _zones(b)
-            if not za or not zb or za & zb:
-                continue
-            sa, sb = a.mention.laterality, b.mention.laterality
-            if sa is None or sb is None or not sa.compatible(sb) or Side.BILATERAL in (sa, sb):
-                continue  # a location is only comparable when both name the same side
-            g = self._group(a.mention.concept)
-            if zoned.count((a.section, g), _meets(zb), (a, b)) or zoned.count(
-                (b.section, g), _meets(za), (a, b)
-            ):
-                continue
-            for_a = sum(zoned.count((sec, g), _meets(za), (a, b)) for sec in _COMPARED)
-            for_b = sum(zoned.count((sec, g), _meets(zb), (a, b)) for sec in _COMPARED)
-            target, other = self._pick(a, b, for_a, for_b)
-            yield make_flag(
-                subtype=ErrorSubtype.LOCATION,
-                rule_id="text.location.findings_impression",
-                rule_version=TEXT_RULESET_VERSION,
-                message=(
-                    f"{target.where().capitalize()} places {kb[target.mention.concept].name} in "
-                    f"the {target.mention.location} zone ('{target.sentence.text}'), but "
-                    f"{other.where()} places it in the {other.mention.location} zone "
-                    f"('{other.sentence.text}')."
-                ),
-                confidence=0.65,
-                item=target,
-                other=other,
-            )
 
     def _interval_conflicts(self, items: list[Item]) -> Iterator[Flag]:
         kb = self._kb

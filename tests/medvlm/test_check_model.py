@@ -152,6 +152,57 @@ def test_generate_and_compare() -> None:
     assert calls and calls[0][1] is True and "indication: Cough." in calls[0][0]
 
 
+@pytest.mark.parametrize(
+    ("generated", "rule", "concept", "message"),
+    [
+        (
+            "Right lower lobe consolidation.",
+            "missed",
+            "consolidation",
+            "The model reports consolidation ('Right lower lobe consolidation.'), which the report "
+            "does not mention.",
+        ),
+        (
+            "Large left pleural effusion.",
+            "side",
+            "pleural_effusion",
+            "The model places pleural effusion on the left ('Large left pleural effusion.'); "
+            "findings sentence 1 says right.",
+        ),
+        (
+            "Large left pleural effusion.",
+            "severity",
+            "pleural_effusion",
+            "The model grades pleural effusion as 'severe' ('Large left pleural effusion.'); "
+            "findings sentence 1 says 'mild'.",
+        ),
+        (
+            "Small right pneumothorax.",
+            "denied",
+            "pneumothorax",
+            "The model's own findings report pneumothorax ('Small right pneumothorax.'), which "
+            "findings sentence 2 denies.",
+        ),
+        (
+            "No pleural effusion.",
+            "false",
+            "pleural_effusion",
+            "The model's own findings deny pleural effusion ('No pleural effusion.'), which "
+            "findings sentence 1 reports.",
+        ),
+    ],
+)
+def test_generate_and_compare_rows_word_their_flags(
+    generated: str, rule: str, concept: str, message: str
+) -> None:
+    """Each comparison row of generate-and-compare (golden strings: the table must not drift)."""
+    result = run(ScriptedRuntime({GENERATE_KEY: generated}), verify_findings=False)
+    flags = [f for f in result.flags if f.evidence["rule_id"] == f"model.generate_compare.{rule}"]
+    assert [(f.concept, f.message) for f in flags] == [(concept, message)]
+    assert flags[0].evidence["generated_sentence"] == generated
+    assert flags[0].evidence["ai_generated"] is True
+
+
 def test_generate_without_indication_uses_the_plain_prompt() -> None:
     runtime = ScriptedRuntime({GENERATE_KEY: "No pleural effusion."})
     report = ParsedReport.from_sections(findings="Small right pleural effusion.")
