@@ -86,6 +86,25 @@ def error_response(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+"""What SQLAlchemy raises when the database went away (restart, failover, network) or is busy."""
+
+
+def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After in the one error shape: nothing was committed, the caller may retry."""
+    logger.warning(
+        "database unavailable (request %s): %s", request_id_of(request), type(exc).__name__
+    )
+    return error_response(
+        request,
+        503,
+        "unavailable",
+        "The database is unavailable (restarting or unreachable); nothing was changed. "
+        "Retry in a few seconds.",
+        headers={"Retry-After": "2"},
+    )
+
+
 def status_for(exc: Exception) -> tuple[int, str]:
     for cls, status, type_ in STATUS_TABLE:
         if isinstance(exc, cls):
@@ -127,18 +146,7 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(cls, _domain)
 
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        # The database went away (restart, failover, network) or is busy: nothing was committed.
-        logger.warning(
-            "database unavailable (request %s): %s", request_id_of(request), type(exc).__name__
-        )
-        return error_response(
-            request,
-            503,
-            "unavailable",
-            "The database is unavailable (restarting or unreachable); nothing was changed. "
-            "Retry in a few seconds.",
-            headers={"Retry-After": "2"},
-        )
+        return database_unavailable(request, exc)
 
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import error_response
+from app.api.errors import DATABASE_ERRORS, database_unavailable, error_response
 from app.services import audit
 
 __all__ = ["AuthGate", "BodyLimit", "FailedAuthMonitor", "SecurityHeaders"]
@@ -107,6 +107,9 @@ class AuthGate:
         request = Request(scope)
         try:
             principal = await run_in_threadpool(self.resolve, request)
+        except DATABASE_ERRORS as exc:  # the credential cannot be looked up: not the caller's fault
+            await database_unavailable(request, exc)(scope, receive, send)
+            return
         except HTTPException as exc:
             if exc.status_code == 401:
                 peer = scope.get("client") or ("unknown", 0)
