@@ -22,7 +22,7 @@ def retrieve(
     study: Annotated[str | None, typer.Option(help="Study Instance UID")] = None,
     accession: Annotated[str | None, typer.Option(help="Accession number")] = None,
 ) -> None:
-    """Fetch a study (QIDO-RS + WADO-RS) into RadCheck's store; prints the job as JSON."""
+    """Fetch a study (QIDO-RS + WADO-RS, or C-FIND + C-GET / C-MOVE) into RadCheck's store; prints the job as JSON."""
     from app.cli.main import fail, settings_or_exit
     from app.db.session import Database
     from app.services.errors import InvalidInputError
@@ -45,7 +45,13 @@ def retrieve(
             )
         except InvalidInputError as exc:
             fail(str(exc))
-        result = run_retrieval(db, ContentStore(settings.files_dir), target, view.id)
+        result = run_retrieval(
+            db,
+            ContentStore(settings.files_dir),
+            target,
+            view.id,
+            calling_ae_title=settings.pacs.calling_ae_title,
+        )
         typer.echo(json.dumps(result.__dict__, indent=2))
         if result.status != "succeeded":
             raise typer.Exit(1)

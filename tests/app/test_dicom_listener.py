@@ -39,14 +39,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 
 class Listener:
-    def __init__(self, settings: Settings, drain_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        drain_s: float = 30.0,
+        allowed: tuple[str, ...] = (SENDER, "PYNETDICOM"),
+    ) -> None:
         self.port = free_port()
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
             "RADCHECK_STORAGE__DATA_DIR": str(settings.storage.data_dir),
             "RADCHECK_DATABASE__URL": settings.database_url,
-            "RADCHECK_LISTENER__ALLOWED_CALLING_AES": json.dumps([SENDER, "PYNETDICOM"]),
+            "RADCHECK_LISTENER__ALLOWED_CALLING_AES": json.dumps(list(allowed)),
             "RADCHECK_LISTENER__MIN_FREE_BYTES": "0",
             "RADCHECK_LISTENER__DRAIN_S": str(drain_s),
         }

@@ -131,3 +131,141 @@ def test_pull_with_the_cli(
     job = json.loads(result.stdout)
     assert job["status"] == "succeeded" and job["stored"] == 2
     assert sop_uids(sqlite_settings) == {ds.SOPInstanceUID for ds in study}
+
+
+def dimse_node(settings: Settings, orthanc: OrthancServer, method: str) -> Settings:
+    pacs = settings.pacs.model_validate(
+        {
+            "nodes": [
+                {
+                    "name": "orthanc",
+                    "ae_title": orthanc.aet,
+                    "host": "127.0.0.1",
+                    "port": orthanc.dicom_port,
+                    "retrieve": method,
+                    "timeout_s": 30,
+                }
+            ]
+        }
+    )
+    return settings.model_copy(update={"pacs": pacs})
+
+
+def test_pull_by_c_get_by_accession_number_keeps_compressed_files(
+    sqlite_settings: Settings, orthanc_factory: Callable[..., OrthancServer]
+) -> None:
+    from app.services.pacs_retrieve import create_retrieval, resolve_node, run_retrieval
+    from app.services.storage import ContentStore
+
+    orthanc = orthanc_factory()
+    study = load_orthanc(orthanc, "ACC-CGET")
+    j2k = copy_with_new_uids(read("RG1_J2KR.dcm"), study_uid=study[0].StudyInstanceUID)
+    buffer = io.BytesIO()
+    j2k.save_as(buffer, enforce_file_format=True)
+    orthanc.upload(buffer.getvalue())
+    settings = dimse_node(sqlite_settings, orthanc, "c-get")
+    node = resolve_node(settings.pacs, None)
+    db = Database(settings.database_url)
+    try:
+        view = db.run(
+            lambda s: create_retrieval(
+                s, node, study_instance_uid=None, accession_number="ACC-CGET", actor="test"
+            )
+        )
+        assert view.method == "c-get"
+        done = run_retrieval(
+            db, ContentStore(settings.files_dir), node, view.id, calling_ae_title="RADCHECK"
+        )
+        assert done.status == "succeeded", done
+        assert (done.total, done.stored, done.failed) == (3, 3, 0)
+        assert done.studies == [study[0].StudyInstanceUID]
+        with db.session() as session:
+            rows = {r.sop_instance_uid: r for r in session.scalars(select(Instance)).all()}
+            assert set(rows) == {ds.SOPInstanceUID for ds in [*study, j2k]}
+            assert {r.source for r in rows.values()} == {"pacs"}
+            stored = rows[j2k.SOPInstanceUID]
+            assert stored.transfer_syntax_uid == j2k.file_meta.TransferSyntaxUID  # not transcoded
+            on_disk = pydicom.dcmread(settings.files_dir / stored.storage_path)
+            assert on_disk.PixelData == j2k.PixelData
+
+        missing = db.run(
+            lambda s: create_retrieval(
+                s, node, study_instance_uid=None, accession_number="NOPE", actor="test"
+            )
+        )
+        failed = run_retrieval(
+            db, ContentStore(settings.files_dir), node, missing.id, calling_ae_title="RADCHECK"
+        )
+        assert failed.status == "failed" and "no study accession number NOPE" in (
+            failed.error or ""
+        )
+    finally:
+        db.dispose()
+    orthanc.stop()
+    gone = dimse_node(sqlite_settings, orthanc, "c-get")
+    db = Database(gone.database_url)
+    try:
+        node = resolve_node(gone.pacs, None)
+        view = db.run(
+            lambda s: create_retrieval(
+                s, node, study_instance_uid=None, accession_number="ACC-CGET", actor="test"
+            )
+        )
+        down = run_retrieval(
+            db, ContentStore(gone.files_dir), node, view.id, calling_ae_title="RADCHECK"
+        )
+        assert down.status == "failed" and "No association with the PACS ORTHANC" in (
+            down.error or ""
+        )
+    finally:
+        db.dispose()
+
+
+def test_pull_by_c_move_to_the_listener(
+    sqlite_settings: Settings, orthanc_factory: Callable[..., OrthancServer]
+) -> None:
+    from app.services.pacs_retrieve import create_retrieval, resolve_node, run_retrieval
+    from app.services.storage import ContentStore
+    from tests.app.test_dicom_listener import Listener
+
+    listener = Listener(sqlite_settings, allowed=("STORESCU", "ORTHANC"))
+    try:
+        orthanc = orthanc_factory(modalities={"radcheck": ("RADCHECK", "127.0.0.1", listener.port)})
+        study = load_orthanc(orthanc, "ACC-MOVE")
+        settings = dimse_node(sqlite_settings, orthanc, "c-move")
+        node = resolve_node(settings.pacs, None)
+        db = Database(settings.database_url)
+        try:
+            view = db.run(
+                lambda s: create_retrieval(
+                    s, node, study_instance_uid=None, accession_number="ACC-MOVE", actor="test"
+                )
+            )
+            done = run_retrieval(
+                db, ContentStore(settings.files_dir), node, view.id, calling_ae_title="RADCHECK"
+            )
+            assert done.status == "succeeded", done
+            assert (done.total, done.stored, done.failed) == (2, 2, 0)
+            with db.session() as session:
+                rows = session.scalars(select(Instance)).all()
+                assert {r.sop_instance_uid for r in rows} == {ds.SOPInstanceUID for ds in study}
+                assert {r.source for r in rows} == {"dimse"}  # arrived through the listener
+            unknown = db.run(
+                lambda s: create_retrieval(
+                    s,
+                    node,
+                    study_instance_uid=study[0].StudyInstanceUID,
+                    accession_number=None,
+                    actor="test",
+                )
+            )
+            wrong = run_retrieval(
+                db, ContentStore(settings.files_dir), node, unknown.id, calling_ae_title="NOBODY"
+            )
+            assert wrong.status == "failed" and "knows the move destination NOBODY" in (
+                wrong.error or ""
+            ), wrong
+        finally:
+            db.dispose()
+    finally:
+        listener.stop()

@@ -57,7 +57,8 @@ def _out(view: RetrievalView) -> Retrieval:
     response_model=Retrieval,
     status_code=202,
     summary="Pull a study from a PACS (by Study Instance UID or accession number)",
-    description="QIDO-RS finds the study on the node, WADO-RS fetches each instance, and each goes "
+    description="QIDO-RS finds the study on the node and WADO-RS fetches each instance (a DIMSE "
+    "node: C-FIND, then C-GET on the same association or C-MOVE to RadCheck's listener); each goes "
     "through the same ingest as an upload. Answers at once with the job; follow its progress at "
     "GET /api/v1/pacs/retrievals/{id}.",
     responses={422: {"model": ErrorBody}},
@@ -80,7 +81,9 @@ def retrieve(
             actor=principal.actor,
         )
     )
-    background.add_task(run_retrieval, db, store, node, view.id)
+    background.add_task(
+        run_retrieval, db, store, node, view.id, calling_ae_title=settings.pacs.calling_ae_title
+    )
     return _out(view)
 
 
