@@ -382,6 +382,20 @@ class ApiSettings(BaseModel):
         description="Serve the Swagger UI page at /api/v1/docs (assets pinned to one version); "
         "turn off in production (compose.yaml does).",
     )
+    header_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=10.0,
+        description="A request line and its headers must arrive within this many seconds of "
+        "their first byte (slow or stalled clients get 408 and are disconnected).",
+    )
+    read_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=30.0,
+        description="A request body that stalls for this many seconds is dropped.",
+    )
+    max_connections_per_peer: Annotated[int, Field(ge=0)] = Field(
+        default=64,
+        description="Open connections one client address may hold; more get 503. 0: no bound "
+        "(behind a reverse proxy every client has the proxy's address: raise it or use 0).",
+    )
 
 
 class AuthSettings(BaseModel):

@@ -102,6 +102,7 @@ def serve(
     import uvicorn
 
     from app.api import create_app
+    from app.api.connections import ConnectionLimits, guarded_protocol
     from app.cli.ui import default_api_url, port_free, start_dashboard
     from app.db.migrate import SchemaOutdatedError
 
@@ -133,6 +134,13 @@ def serve(
             port=port or settings.api.port,
             log_level=settings.log_level.lower(),
             access_log=False,
+            http=guarded_protocol(
+                ConnectionLimits(
+                    header_timeout_s=settings.api.header_timeout_s,
+                    read_timeout_s=settings.api.read_timeout_s,
+                    max_connections_per_peer=settings.api.max_connections_per_peer,
+                )
+            ),
         )
     finally:
         if dashboard is not None:
