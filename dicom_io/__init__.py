@@ -16,7 +16,7 @@ from dicom_io.errors import (
     TruncatedFileError,
     UnsupportedTransferSyntaxError,
 )
-from dicom_io.header import SELECTION_KEYWORDS
+from dicom_io.header import SELECTION_KEYWORDS, parse_age
 from dicom_io.instance import DicomInstance, Eligibility, HeaderFacts, InstanceKind, JSONValue
 from dicom_io.limits import DecodeLimits
 from dicom_io.pixels import PercentileWindow, RenderedImage, Window, read_and_render, render
@@ -104,6 +104,7 @@ __all__ = [
     "group_by_study",
     "instance_metadata",
     "load_result_codes",
+    "parse_age",
     "peek_sop_uids",
     "read_and_render",
     "read_flags",

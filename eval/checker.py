@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import dicom_io
 import medvlm
 from eval.errors import EvalError
 from eval.records import JSONDict, LabelledRow
@@ -61,7 +62,11 @@ def check_row(checker: Checker, row: LabelledRow) -> JSONDict:
             indication=row.indication,
             comparison=row.comparison,
         )
-    header = HeaderFacts.from_dict(dict(row.header)) if row.header is not None else None
+    header = (
+        HeaderFacts.from_dict(dict(row.header), parse_age=dicom_io.parse_age)
+        if row.header is not None
+        else None
+    )
     result: JSONDict = checker.check(parsed, header=header).to_dict()
     return result
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
 from app.api.deps import principal_of_request
 from app.api.errors import ErrorBody, install_error_handlers
 from app.api.gate import AuthGate, BodyLimit, FailedAuthMonitor, SecurityHeaders, audit_failed_auth
+from app.api.request_id import RequestId
 from app.api.routes import (
     auth,
     check_report,
@@ -185,15 +185,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     )
     app.add_middleware(SecurityHeaders, docs_prefix=docs_prefix)
 
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex[:16]
-        request.state.request_id = rid
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        return response
+    app.add_middleware(RequestId)  # outermost: every answer, refusals included, carries the id
 
     if docs_prefix is not None:
 

@@ -22,6 +22,7 @@ from typing import IO, Annotated, Any, NoReturn
 
 import typer
 
+from app.services.headers import checker_facts
 from medvlm.checking import Checker, HeaderFacts
 from medvlm.errors import MedVLMError
 from medvlm.reports import ParsedReport
@@ -66,7 +67,7 @@ def _parse(checker: Checker, payload: Any) -> tuple[ParsedReport, HeaderFacts | 
             {name: sections[name.value] for name in _section_names()}
         )
     header_raw = payload.get("header")
-    header = None if header_raw is None else HeaderFacts.from_dict(header_raw)
+    header = None if header_raw is None else checker_facts(header_raw)
     return report, header
 
 

@@ -7,7 +7,6 @@ loads a ``JobInputs`` snapshot, runs the pipeline (possibly for seconds on a GPU
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 import dicom_io
 from app.services.errors import CheckIncompleteError, LeaseLostError
+from app.services.headers import checker_facts_from_dicom
 from medvlm.checking import Checker, FilmContext, Flag, Grounding, HeaderFacts
 from medvlm.reports import ParsedReport
 from medvlm.runtime.base import VisionLanguageRuntime
@@ -60,12 +60,10 @@ class PipelineResult:
     groundings: list[Grounding] = field(default_factory=list)
 
 
-_HEADER_FIELDS = {f.name for f in dataclasses.fields(HeaderFacts)}
-
-
 def header_facts_for_checker(header: dict[str, Any]) -> HeaderFacts:
-    """dicom_io's header facts (stored as JSON) mapped onto the checker's input."""
-    return HeaderFacts.from_dict({k: v for k, v in header.items() if k in _HEADER_FIELDS})
+    """dicom_io's header facts (stored as JSON) mapped onto the checker's input
+    (:data:`app.services.headers.CHECKER_FIELD_OF_DICOM`)."""
+    return checker_facts_from_dicom(header)
 
 
 class CheckPipeline:

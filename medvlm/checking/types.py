@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -96,8 +96,14 @@ class HeaderFacts:
             )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> HeaderFacts:
-        """Build from a JSON object; accepts snake_case or DICOM keywords (``PatientSex``)."""
+    def from_dict(
+        cls, data: Mapping[str, Any], *, parse_age: Callable[[str], float | None] | None = None
+    ) -> HeaderFacts:
+        """Build from a JSON object; accepts snake_case or DICOM keywords (``PatientSex``).
+
+        An age is a number of years; a DICOM age string (``'045Y'``) is read by ``parse_age``
+        when one is given (pass ``dicom_io.parse_age``: the one DICOM age parser), else refused.
+        """
         if not isinstance(data, Mapping):
             raise CheckerInputError(f"header must be a JSON object, got {type(data).__name__}")
         values: dict[str, Any] = {}
@@ -109,7 +115,7 @@ class HeaderFacts:
                 )
             if value is None or value == "":
                 continue
-            values[name] = _coerce(name, value)
+            values[name] = _coerce(name, value, parse_age)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,7 +130,7 @@ class HeaderFacts:
         }
 
 
-def _coerce(name: str, value: Any) -> Any:
+def _coerce(name: str, value: Any, parse_age: Callable[[str], float | None] | None) -> Any:
     if name == "patient_sex":
         code = _SEX_ALIASES.get(str(value).strip().lower())
         if code is None:
@@ -134,17 +140,22 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, bool):
             raise CheckerInputError(f"patient_age_years {value!r} must be a number")
         if isinstance(value, str):
-            text = value.strip().upper()
-            # DICOM AS: nnnD/W/M/Y
-            if len(text) == 4 and text[:3].isdigit() and text[3] in "DWMY":
-                scale = {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[text[3]]
-                return int(text[:3]) / scale
+            text = value.strip()
             try:
                 return float(text)
             except ValueError:
+                pass
+            years = parse_age(text) if parse_age is not None else None
+            if years is None:
                 raise CheckerInputError(
-                    f"patient_age_years {value!r} is not a number nor a DICOM age like '045Y'"
-                ) from None
+                    f"patient_age_years {value!r} is not a number"
+                    + (
+                        " nor a DICOM age like '045Y'"
+                        if parse_age is not None
+                        else " (a DICOM age like '045Y' needs parse_age=dicom_io.parse_age)"
+                    )
+                )
+            return years
         if isinstance(value, int | float):
             return float(value)
         raise CheckerInputError(f"patient_age_years {value!r} must be a number")

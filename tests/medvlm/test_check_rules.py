@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from dicom_io import parse_age
 from medvlm.checking import (
     Checker,
     CheckerConfig,
@@ -294,7 +295,7 @@ def test_measurements(checker: Checker) -> None:
 
 
 def header_flags(checker: Checker, text: str, **facts: object) -> list[Flag]:
-    result = checker.check(parse_report(text), HeaderFacts.from_dict(facts))
+    result = checker.check(parse_report(text), HeaderFacts.from_dict(facts, parse_age=parse_age))
     return [f for f in result.flags if f.subtype is ErrorSubtype.HEADER_MISMATCH]
 
 
