@@ -21,6 +21,7 @@ from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
 from dicom_io.errors import (
     DicomIOError,
     InvalidElementError,
+    LimitExceededError,
     MissingElementError,
     NotDicomError,
     UnsupportedTransferSyntaxError,
@@ -55,6 +56,8 @@ def failure_reason_for(exc: DicomIOError) -> FailureReason:
     """The failure reason for a validation error raised by :func:`dicom_io.read_instance`."""
     if isinstance(exc, UnsupportedTransferSyntaxError):
         return FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED
+    if isinstance(exc, LimitExceededError):
+        return FailureReason.OUT_OF_RESOURCES
     if isinstance(exc, MissingElementError | InvalidElementError):
         return FailureReason.DATASET_DOES_NOT_MATCH_SOP_CLASS
     if isinstance(exc, NotDicomError):

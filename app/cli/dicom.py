@@ -160,6 +160,7 @@ def listen(
     from app.db.migrate import SchemaOutdatedError, ensure_current
     from app.db.session import Database
     from app.services.dimse_intake import DimseIntake
+    from app.services.ingest import decode_limits
     from app.services.storage import ContentStore
     from dicom_io.net import ListenerConfig, StoreListener
 
@@ -176,7 +177,12 @@ def listen(
         ensure_current(db.engine, db.url)
     except SchemaOutdatedError as exc:
         fail(str(exc))
-    intake = DimseIntake(db, ContentStore(settings.files_dir), conf.min_free_bytes)
+    intake = DimseIntake(
+        db,
+        ContentStore(settings.files_dir),
+        conf.min_free_bytes,
+        decode_limits(settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes),
+    )
     listener = StoreListener(
         ListenerConfig(
             ae_title=ae_title or conf.ae_title,

@@ -24,11 +24,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DimseIntake:
-    """``store`` and ``rejected`` are the listener's callbacks."""
+    """``store`` and ``rejected`` are the listener's callbacks; ``limits`` bound the inflated and
+    decoded pixel sizes (the settings': RADCHECK_STORAGE__MAX_INFLATED_BYTES, ..._MAX_PIXEL_BYTES)."""
 
     db: Database
     store: ContentStore
     min_free_bytes: int
+    limits: dicom_io.DecodeLimits
 
     def store_instance(self, data: bytes, calling_ae: str) -> int:
         """The C-STORE status for one received instance; 0x0000 only once it is committed."""
@@ -44,8 +46,12 @@ class DimseIntake:
                     data=data,
                     actor=f"dimse:{calling_ae}",
                     source="dimse",
+                    limits=self.limits,
                 )
             )
+        except dicom_io.LimitExceededError as exc:
+            logger.warning("listener: instance refused: %s", exc)
+            return Status.OUT_OF_RESOURCES
         except (dicom_io.MissingElementError, dicom_io.InvalidElementError):
             return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
         except dicom_io.DicomIOError:

@@ -246,8 +246,10 @@ def store_part(
     actor: str,
     expected_study_uid: str | None,
     max_parts: int,
+    limits: dicom_io.DecodeLimits,
 ) -> PartResult:
-    """Validate and store one part through :func:`ingest_instance`; never raises for bad input."""
+    """Validate and store one part through :func:`ingest_instance` (inflated and pixel sizes
+    bounded by ``limits``: the settings'); never raises for bad input."""
     try:
         if part.index >= max_parts:
             return _failed(
@@ -275,6 +277,7 @@ def store_part(
                     actor=actor,
                     source="stow",
                     expected_study_uid=expected_study_uid,
+                    limits=limits,
                 )
             )
         except dicom_io.DicomIOError as exc:

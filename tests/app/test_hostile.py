@@ -289,6 +289,38 @@ def test_bombs_over_http_are_413_naming_the_setting_and_leave_nothing(
             r = post_files(c, key, blob)
             assert r.status_code == 413, r.text  # type: ignore[attr-defined]
             assert setting in r.json()["detail"]  # type: ignore[attr-defined]
+        # STOW-RS applies the configured limits too (the 64 MiB bomb is under the default 256)
+        boundary = "hostile-boundary"
+        body = (
+            b"".join(
+                f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + blob + b"\r\n"
+                for blob in (deflate_bomb(rg1_path, 64), pixel_bomb)
+            )
+            + f"--{boundary}--\r\n".encode()
+        )
+        content_type = f'multipart/related; type="application/dicom"; boundary="{boundary}"'
+        r = c.post(
+            "/dicomweb/studies", content=body, headers={**auth(key), "Content-Type": content_type}
+        )
+        assert r.status_code == 409, r.text
+        failed = r.json()["00081198"]["Value"]  # FailedSOPSequence
+        assert [f["00081197"]["Value"] for f in failed] == [[0xA700], [0xA700]]  # out of resources
+    with db.session() as session:
+        assert session.scalar(select(func.count(Instance.id))) == 0
+    # the C-STORE listener's intake: out of resources, nothing stored
+    from app.services.dimse_intake import DimseIntake
+    from app.services.ingest import decode_limits
+    from app.services.storage import ContentStore
+    from dicom_io.net import Status
+
+    storage = settings.storage
+    intake = DimseIntake(
+        db,
+        ContentStore(settings.files_dir),
+        0,
+        decode_limits(storage.max_inflated_bytes, storage.max_pixel_bytes),
+    )
+    assert intake.store_instance(deflate_bomb(rg1_path, 64), "MODALITY") == Status.OUT_OF_RESOURCES
     with db.session() as session:
         assert session.scalar(select(func.count(Instance.id))) == 0
     db.dispose()

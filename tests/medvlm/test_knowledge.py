@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medvlm.prompts.knowledge import (
     Category,
@@ -113,6 +115,69 @@ def test_bucketed_alternation_keeps_leftmost_priority() -> None:
     )]  # fmt: skip
     assert found == [("No", "no"), ("is not seen", "(?:is|are) not seen"), ("12 cm", "[0-9]+ cm"),
                      ("not", "not")]  # fmt: skip
+
+
+def _plain_matches(
+    parts: list[str], text: str, prefix: str, suffix: str
+) -> list[tuple[int, int, int]]:
+    plain = re.compile(
+        prefix + "(?:" + "|".join(f"({p})" for p in parts) + ")" + suffix, re.IGNORECASE
+    )
+    return [(m.start(), m.end(), (m.lastindex or 0) - 1) for m in plain.finditer(text)]
+
+
+def _bucketed_matches(
+    parts: list[str], text: str, prefix: str, suffix: str
+) -> list[tuple[int, int, int]]:
+    pattern, part_of = compile_alternation(parts, prefix=prefix, suffix=suffix)
+    return [(m.start(), m.end(), part_of[m.lastindex or 0]) for m in pattern.finditer(text)]
+
+
+_WORDS = ["no", "not", "non", "left", "lung", "lungs", "upper lobe", "-", " ", "a", "ab", "b"]
+_PART_WORDS = ["no", "not", "non", "left", "lung", "lungs", "upper lobe", "a", "ab", "b"]
+_PART = st.one_of(
+    st.lists(st.sampled_from(_PART_WORDS), min_size=1, max_size=3).map(" ".join),
+    st.sampled_from(
+        ["(?:is|are) not", "[0-9]+ cm", "lungs?", "(?:left|right) lung", r"\d+", "x*y", "(?:a|)b"]
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    parts=st.lists(_PART, min_size=1, max_size=8),
+    words=st.lists(
+        st.sampled_from([*_WORDS, "12 cm", "IS NOT", "Left Lung", "xy", "y"]), max_size=25
+    ),
+    bounded=st.booleans(),
+)
+def test_bucketed_alternation_matches_the_plain_alternation(
+    parts: list[str], words: list[str], bounded: bool
+) -> None:
+    """Property (issue 9, item 6): same matches, same spans, same winning part as the plain
+    ``(?:(p0)|(p1)|...)`` it speeds up (about 2x on IU reports: p50 0.47 vs 0.84 ms)."""
+    text = "".join(words)
+    prefix, suffix = (r"(?<![\w-])", r"(?![\w-])") if bounded else ("", "")
+    assert _bucketed_matches(parts, text, prefix, suffix) == _plain_matches(
+        parts, text, prefix, suffix
+    )
+
+
+def test_real_term_and_cue_lists_match_the_plain_alternation() -> None:
+    from medvlm.reports import context
+
+    kb = load_knowledge_base()
+    text = (
+        "No pleural effusion or pneumothorax. Left lower lobe opacity, likely atelectasis; "
+        "cannot exclude pneumonia. Unchanged cardiomegaly. Right-sided PICC tip in the SVC. "
+        "Small bilateral effusions are not seen; no longer visible. Mild pulmonary edema."
+    )
+    terms = sorted({t for f in kb.findings.values() for t in f.synonyms}, key=len, reverse=True)
+    cues = [frag for frag, _, _ in context._CUE_TABLE]
+    prefix, suffix = r"(?<![\w-])", r"(?![\w-])"
+    for parts in (terms, cues):
+        found = _bucketed_matches(parts, text, prefix, suffix)
+        assert found and found == _plain_matches(parts, text, prefix, suffix)
 
 
 def test_load_errors(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from app.services.dicomweb import (
 )
 from app.services.errors import InvalidInputError, PayloadTooLargeError
 from app.services.images import MAX_SIZE, DisplayRequest, RenderCache, render_instance
+from app.services.ingest import decode_limits
 from app.services.storage import ContentStore
 from app.services.stow import (
     MultipartRelatedReceiver,
@@ -130,6 +131,7 @@ async def _stow(
         max_request_bytes=limits.max_request_bytes,
     )
     results: list[PartResult] = []
+    decode = decode_limits(settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes)
 
     async def drain() -> None:
         for part in receiver.take_ready():
@@ -142,6 +144,7 @@ async def _stow(
                     actor=principal_actor,
                     expected_study_uid=study,
                     max_parts=limits.max_parts,
+                    limits=decode,
                 )
             )
             part.path.unlink(missing_ok=True)
