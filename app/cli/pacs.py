@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -26,7 +29,12 @@ def retrieve(
     from app.cli.main import fail, settings_or_exit
     from app.db.session import Database
     from app.services.errors import InvalidInputError
-    from app.services.pacs_retrieve import create_retrieval, resolve_node, run_retrieval
+    from app.services.pacs_retrieve import (
+        claim_retrieval,
+        create_retrieval,
+        resolve_node,
+        run_retrieval,
+    )
     from app.services.storage import ContentStore
 
     settings = settings_or_exit()
@@ -45,12 +53,23 @@ def retrieve(
             )
         except InvalidInputError as exc:
             fail(str(exc))
+        worker_id = f"cli:{socket.gethostname()}:{os.getpid()}"
+        lease = timedelta(seconds=settings.worker.lease_s)
+        with db.session() as session:
+            claimed = claim_retrieval(
+                session, worker_id=worker_id, lease=lease, retrieval_id=view.id
+            )
+        if claimed is None:  # a worker took it first: it runs there
+            typer.echo(json.dumps(view.__dict__, indent=2))
+            raise typer.Exit(1)
         result = run_retrieval(
             db,
             ContentStore(settings.files_dir),
             target,
             view.id,
             calling_ae_title=settings.pacs.calling_ae_title,
+            worker_id=worker_id,
+            lease=lease,
         )
         typer.echo(json.dumps(result.__dict__, indent=2))
         if result.status != "succeeded":

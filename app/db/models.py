@@ -556,3 +556,7 @@ class PacsRetrieval(Base):
     created_at: Mapped[datetime] = _ts(default=utcnow)
     started_at: Mapped[datetime | None] = _ts()
     finished_at: Mapped[datetime | None] = _ts()
+    # run by a worker (or the CLI) under a lease; a running row whose lease expired is claimed again
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = _ts()

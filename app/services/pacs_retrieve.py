@@ -11,21 +11,31 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 import dicom_io
 from app.db.models import JobStatus, PacsRetrieval, utcnow
 from app.db.session import Database
 from app.services import audit
-from app.services.errors import InvalidInputError, NotFoundError
+from app.services.clock import db_now
+from app.services.errors import InvalidInputError, LeaseLostError, NotFoundError
 from app.services.ingest import ingest_instance
 from app.services.storage import ContentStore
 from app.settings import PacsNode, PacsSettings
 from dicom_io.net import DicomWebSource, DimseSource, Status
 
-__all__ = ["RetrievalView", "create_retrieval", "get_retrieval", "run_retrieval"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "RetrievalView",
+    "claim_retrieval",
+    "create_retrieval",
+    "get_retrieval",
+    "run_retrieval",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -124,15 +134,121 @@ def get_retrieval(session: Session, retrieval_id: int) -> RetrievalView:
     return RetrievalView.of(row)
 
 
-def _update(db: Database, retrieval_id: int, **values: object) -> None:
-    def work(session: Session) -> None:
-        row = session.get(PacsRetrieval, retrieval_id)
-        if row is None:
-            raise NotFoundError(f"No PACS retrieval with id {retrieval_id}.")
-        for key, value in values.items():
-            setattr(row, key, value)
+MAX_ATTEMPTS = 3
 
-    db.run(work)
+
+def _stale(now: datetime, lease: timedelta) -> ColumnElement[bool]:
+    """A running retrieval nobody is working on: lease expired (or, from before leases, none)."""
+    return and_(
+        PacsRetrieval.status == JobStatus.RUNNING,
+        or_(
+            PacsRetrieval.lease_expires_at < now,
+            and_(PacsRetrieval.lease_expires_at.is_(None), PacsRetrieval.started_at < now - lease),
+        ),
+    )
+
+
+def _give_up_exhausted(session: Session, now: datetime, lease: timedelta) -> None:
+    """Stale retrievals that already had ``MAX_ATTEMPTS`` runs are failed instead of run again."""
+    rows = session.scalars(
+        select(PacsRetrieval).where(_stale(now, lease), PacsRetrieval.attempts >= MAX_ATTEMPTS)
+    ).all()
+    for row in rows:
+        row.status = JobStatus.FAILED
+        row.error = (
+            f"abandoned: the process running it stopped {row.attempts} times before finishing "
+            "(lease expired); post the retrieval again"
+        )
+        row.finished_at = now
+        row.lease_owner = None
+        audit.record(
+            session,
+            actor="worker",
+            action="pacs.retrieve.abandoned",
+            object_type="pacs_retrieval",
+            object_id=row.id,
+            details={"node": row.node, "attempts": row.attempts},
+        )
+
+
+def claim_retrieval(
+    session: Session, *, worker_id: str, lease: timedelta, retrieval_id: int | None = None
+) -> int | None:
+    """Claim a retrieval to run: the oldest queued one, or one whose runner stopped (lease
+    expired), or exactly ``retrieval_id`` when given (the CLI runs the row it just created).
+    Returns its id, or None when there is nothing to claim."""
+    now = db_now(session)
+    _give_up_exhausted(session, now, lease)
+    runnable = or_(PacsRetrieval.status == JobStatus.QUEUED, _stale(now, lease))
+    query = select(PacsRetrieval.id).where(runnable).order_by(PacsRetrieval.id).limit(1)
+    if retrieval_id is not None:
+        query = query.where(PacsRetrieval.id == retrieval_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    found = session.scalar(query)
+    if found is None:
+        return None
+    claimed = session.execute(
+        update(PacsRetrieval)
+        .where(PacsRetrieval.id == found, runnable)
+        .values(
+            status=JobStatus.RUNNING,
+            attempts=PacsRetrieval.attempts + 1,
+            lease_owner=worker_id,
+            lease_expires_at=now + lease,
+            started_at=now,
+            total=0,
+            stored=0,
+            failed=0,
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return found
+
+
+@dataclass
+class _Progress:
+    """One claimed run of a retrieval: writes its progress, and renews the lease while doing so.
+
+    Every write checks that this runner still holds the lease; when another runner has taken the
+    row over (this one was too slow), :class:`LeaseLostError` stops this run without writing."""
+
+    db: Database
+    retrieval_id: int
+    worker_id: str
+    lease: timedelta
+    stored: int = 0
+    failed: int = 0
+
+    def update(self, **values: object) -> None:
+        def work(session: Session) -> None:
+            now = db_now(session)
+            done = session.execute(
+                update(PacsRetrieval)
+                .where(
+                    PacsRetrieval.id == self.retrieval_id,
+                    PacsRetrieval.status == JobStatus.RUNNING,
+                    PacsRetrieval.lease_owner == self.worker_id,
+                )
+                .values(lease_expires_at=now + self.lease, **values)
+                .execution_options(synchronize_session=False)
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLostError(
+                    f"PACS retrieval {self.retrieval_id} is no longer held by {self.worker_id}."
+                )
+
+        self.db.run(work)
+
+    def count(self, *, ok: bool) -> None:
+        if ok:
+            self.stored += 1
+        else:
+            self.failed += 1
+        self.update(stored=self.stored, failed=self.failed)
 
 
 def _dicomweb(node: PacsNode) -> DicomWebSource:
@@ -157,23 +273,6 @@ def _dimse(node: PacsNode, calling_ae_title: str) -> DimseSource:
     )
 
 
-@dataclass
-class _Progress:
-    """Counts of one running retrieval, written to its row after each instance."""
-
-    db: Database
-    retrieval_id: int
-    stored: int = 0
-    failed: int = 0
-
-    def count(self, *, ok: bool) -> None:
-        if ok:
-            self.stored += 1
-        else:
-            self.failed += 1
-        _update(self.db, self.retrieval_id, stored=self.stored, failed=self.failed)
-
-
 def _ingest(db: Database, store: ContentStore, node: PacsNode, data: bytes) -> bool:
     """Store one fetched instance; False when it conflicts with a stored one (same UID, other bytes)."""
     outcome = db.run(
@@ -189,9 +288,9 @@ def _pull_dicomweb(
     studies = source.find_studies(
         study_instance_uid=view.study_instance_uid, accession_number=view.accession_number
     )
-    _found(db, node, view, studies)
+    _found(progress, node, view, studies)
     remotes = [r for study in studies for r in source.instances(study)]
-    _update(db, view.id, total=len(remotes))
+    progress.update(total=len(remotes))
     for remote in remotes:
         try:
             progress.count(ok=_ingest(db, store, node, source.fetch(remote)))
@@ -223,10 +322,10 @@ def _pull_dimse(
     studies = source.find_studies(
         study_instance_uid=view.study_instance_uid, accession_number=view.accession_number
     )
-    _found(db, node, view, studies)
+    _found(progress, node, view, studies)
     listing = {study: source.instances(study) for study in studies}
     total = sum(len(v) for v in listing.values())
-    _update(db, view.id, total=total)
+    progress.update(total=total)
     for study, instances in listing.items():
         if view.method == "c-get":
 
@@ -245,15 +344,15 @@ def _pull_dimse(
             counts = source.move_study(study, calling_ae_title)
             progress.stored += counts.completed + counts.warning
             progress.failed += counts.failed
-            _update(db, view.id, stored=progress.stored, failed=progress.failed)
+            progress.update(stored=progress.stored, failed=progress.failed)
     return total
 
 
-def _found(db: Database, node: PacsNode, view: RetrievalView, studies: list[str]) -> None:
+def _found(progress: _Progress, node: PacsNode, view: RetrievalView, studies: list[str]) -> None:
     if not studies:
         what = view.study_instance_uid or f"accession number {view.accession_number}"
         raise dicom_io.DicomIOError(f"The PACS {node.name!r} has no study {what}.")
-    _update(db, view.id, studies=studies)
+    progress.update(studies=studies)
 
 
 def run_retrieval(
@@ -263,34 +362,40 @@ def run_retrieval(
     retrieval_id: int,
     *,
     calling_ae_title: str,
+    worker_id: str,
+    lease: timedelta,
 ) -> RetrievalView:
-    """Run one retrieval to the end; failures are recorded on the job, never raised.
+    """Run one claimed retrieval (:func:`claim_retrieval`) to the end, renewing its lease as it
+    goes. Failures are recorded on the job, never raised; a lost lease stops it without writing.
 
     ``calling_ae_title`` is RadCheck's AE title towards a DIMSE node, and the C-MOVE destination.
     """
     view = db.run(lambda s: get_retrieval(s, retrieval_id))
-    _update(db, retrieval_id, status=JobStatus.RUNNING, started_at=utcnow())
-    progress = _Progress(db, retrieval_id)
+    progress = _Progress(db, retrieval_id, worker_id, lease)
     try:
-        if view.method == "dicomweb":
-            total = _pull_dicomweb(db, store, node, view, progress)
-        else:
-            total = _pull_dimse(db, store, node, view, progress, calling_ae_title)
-        failed = progress.failed
-        status = JobStatus.SUCCEEDED if failed == 0 else JobStatus.FAILED
-        error = None if failed == 0 else f"{failed} of {total} instances failed"
-    except dicom_io.DicomIOError as exc:
-        status, error = JobStatus.FAILED, str(exc)
-    except Exception as exc:  # a job never dies silently: the error is kept on the row
-        logger.exception("PACS retrieval %d failed", retrieval_id)
-        status, error = JobStatus.FAILED, f"internal error: {type(exc).__name__}"
-    _update(
-        db,
-        retrieval_id,
-        status=status,
-        error=error,
-        stored=progress.stored,
-        failed=progress.failed,
-        finished_at=utcnow(),
-    )
+        try:
+            if view.method == "dicomweb":
+                total = _pull_dicomweb(db, store, node, view, progress)
+            else:
+                total = _pull_dimse(db, store, node, view, progress, calling_ae_title)
+            failed = progress.failed
+            status = JobStatus.SUCCEEDED if failed == 0 else JobStatus.FAILED
+            error = None if failed == 0 else f"{failed} of {total} instances failed"
+        except LeaseLostError:
+            raise
+        except dicom_io.DicomIOError as exc:
+            status, error = JobStatus.FAILED, str(exc)
+        except Exception as exc:  # a job never dies silently: the error is kept on the row
+            logger.exception("PACS retrieval %d failed", retrieval_id)
+            status, error = JobStatus.FAILED, f"internal error: {type(exc).__name__}"
+        progress.update(
+            status=status,
+            error=error,
+            stored=progress.stored,
+            failed=progress.failed,
+            finished_at=utcnow(),
+            lease_owner=None,
+        )
+    except LeaseLostError:
+        logger.warning("PACS retrieval %d: lease lost; stopped without writing", retrieval_id)
     return db.run(lambda s: get_retrieval(s, retrieval_id))

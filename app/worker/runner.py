@@ -21,6 +21,7 @@ from app.services.pipeline import CheckPipeline
 from app.services.report_intake import match_waiting_reports
 from app.settings import ExportMode, ExportSettings, PacsSettings
 from app.worker.exports import ExportRunner
+from app.worker.retrievals import RetrievalRunner
 
 __all__ = ["Worker"]
 
@@ -69,6 +70,17 @@ class Worker:
             if export is not None and pacs is not None and export.destination is not None
             else None
         )
+        self.puller = (
+            RetrievalRunner(
+                db,
+                files_dir=files_dir,
+                pacs=pacs,
+                worker_id=self.worker_id,
+                lease_s=max(lease_s, 60.0),
+            )
+            if pacs is not None and pacs.nodes
+            else None
+        )
 
     @property
     def pipeline(self) -> CheckPipeline:
@@ -107,6 +119,7 @@ class Worker:
         """Claim and process at most one job; returns True if one was processed."""
         self.match_reports()
         exported = self.exporter.run_once() if self.exporter is not None else False
+        pulled = self.puller.run_once() if self.puller is not None else False
         with self.db.session() as session:
             job_id = jobs.claim_next(
                 session,
@@ -115,7 +128,7 @@ class Worker:
                 quiet_period=self.quiet_period,
             )
         if job_id is None:
-            return exported
+            return exported or pulled
         logger.info("job %s claimed by %s", job_id, self.worker_id)
         lost = threading.Event()
         done = threading.Event()

@@ -9,15 +9,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pydicom
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from app.db.models import Instance
+from app.db.models import Instance, PacsRetrieval
 from app.db.session import Database
-from app.settings import Settings
+from app.services.pacs_retrieve import RetrievalView
+from app.settings import PacsNode, Settings
 from tests.app.dicomweb_support import copy_with_new_uids, read, serve
 from tests.orthanc import OrthancServer
 
@@ -64,7 +66,7 @@ def test_pull_by_accession_number_through_the_api(
     with db.session() as session:
         _, key = create_api_key(session, name="pull", role="integration")
     db.dispose()
-    with serve(settings) as url:
+    with serve(settings, run_worker=True) as url:  # the in-process worker runs the pull
         headers = {"X-API-Key": key}
         response = httpx.post(
             f"{url}/api/v1/pacs/retrieve", json={"accession_number": "ACC-42"}, headers=headers
@@ -151,11 +153,35 @@ def dimse_node(settings: Settings, orthanc: OrthancServer, method: str) -> Setti
     return settings.model_copy(update={"pacs": pacs})
 
 
+def claim_and_run(
+    db: Database,
+    settings: Settings,
+    node: PacsNode,
+    retrieval_id: int,
+    calling_ae: str = "RADCHECK",
+) -> RetrievalView:
+    from app.services.pacs_retrieve import claim_retrieval, run_retrieval
+    from app.services.storage import ContentStore
+
+    lease = timedelta(seconds=60)
+    with db.session() as session:
+        claimed = claim_retrieval(session, worker_id="test", lease=lease, retrieval_id=retrieval_id)
+    assert claimed == retrieval_id
+    return run_retrieval(
+        db,
+        ContentStore(settings.files_dir),
+        node,
+        retrieval_id,
+        calling_ae_title=calling_ae,
+        worker_id="test",
+        lease=lease,
+    )
+
+
 def test_pull_by_c_get_by_accession_number_keeps_compressed_files(
     sqlite_settings: Settings, orthanc_factory: Callable[..., OrthancServer]
 ) -> None:
-    from app.services.pacs_retrieve import create_retrieval, resolve_node, run_retrieval
-    from app.services.storage import ContentStore
+    from app.services.pacs_retrieve import create_retrieval, resolve_node
 
     orthanc = orthanc_factory()
     study = load_orthanc(orthanc, "ACC-CGET")
@@ -173,9 +199,7 @@ def test_pull_by_c_get_by_accession_number_keeps_compressed_files(
             )
         )
         assert view.method == "c-get"
-        done = run_retrieval(
-            db, ContentStore(settings.files_dir), node, view.id, calling_ae_title="RADCHECK"
-        )
+        done = claim_and_run(db, settings, node, view.id)
         assert done.status == "succeeded", done
         assert (done.total, done.stored, done.failed) == (3, 3, 0)
         assert done.studies == [study[0].StudyInstanceUID]
@@ -193,9 +217,7 @@ def test_pull_by_c_get_by_accession_number_keeps_compressed_files(
                 s, node, study_instance_uid=None, accession_number="NOPE", actor="test"
             )
         )
-        failed = run_retrieval(
-            db, ContentStore(settings.files_dir), node, missing.id, calling_ae_title="RADCHECK"
-        )
+        failed = claim_and_run(db, settings, node, missing.id)
         assert failed.status == "failed" and "no study accession number NOPE" in (
             failed.error or ""
         )
@@ -211,9 +233,7 @@ def test_pull_by_c_get_by_accession_number_keeps_compressed_files(
                 s, node, study_instance_uid=None, accession_number="ACC-CGET", actor="test"
             )
         )
-        down = run_retrieval(
-            db, ContentStore(gone.files_dir), node, view.id, calling_ae_title="RADCHECK"
-        )
+        down = claim_and_run(db, gone, node, view.id)
         assert down.status == "failed" and "No association with the PACS ORTHANC" in (
             down.error or ""
         )
@@ -224,8 +244,7 @@ def test_pull_by_c_get_by_accession_number_keeps_compressed_files(
 def test_pull_by_c_move_to_the_listener(
     sqlite_settings: Settings, orthanc_factory: Callable[..., OrthancServer]
 ) -> None:
-    from app.services.pacs_retrieve import create_retrieval, resolve_node, run_retrieval
-    from app.services.storage import ContentStore
+    from app.services.pacs_retrieve import create_retrieval, resolve_node
     from tests.app.test_dicom_listener import Listener
 
     listener = Listener(sqlite_settings, allowed=("STORESCU", "ORTHANC"))
@@ -241,9 +260,7 @@ def test_pull_by_c_move_to_the_listener(
                     s, node, study_instance_uid=None, accession_number="ACC-MOVE", actor="test"
                 )
             )
-            done = run_retrieval(
-                db, ContentStore(settings.files_dir), node, view.id, calling_ae_title="RADCHECK"
-            )
+            done = claim_and_run(db, settings, node, view.id)
             assert done.status == "succeeded", done
             assert (done.total, done.stored, done.failed) == (2, 2, 0)
             with db.session() as session:
@@ -259,9 +276,7 @@ def test_pull_by_c_move_to_the_listener(
                     actor="test",
                 )
             )
-            wrong = run_retrieval(
-                db, ContentStore(settings.files_dir), node, unknown.id, calling_ae_title="NOBODY"
-            )
+            wrong = claim_and_run(db, settings, node, unknown.id, calling_ae="NOBODY")
             assert wrong.status == "failed" and "knows the move destination NOBODY" in (
                 wrong.error or ""
             ), wrong
@@ -269,3 +284,114 @@ def test_pull_by_c_move_to_the_listener(
             db.dispose()
     finally:
         listener.stop()
+
+
+def test_a_killed_pull_is_taken_over_and_finished_by_a_worker(
+    sqlite_settings: Settings, orthanc_factory: Callable[..., OrthancServer]
+) -> None:
+    """The CLI pulling a 20-instance study is SIGKILLed mid-pull; once its lease has expired, a
+    worker claims the row, runs it from the start, and finishes it (nothing left ``running``)."""
+    from app.worker.retrievals import RetrievalRunner
+
+    orthanc = orthanc_factory()
+    rg1 = read("RG1_UNCR.dcm")
+    study = [copy_with_new_uids(rg1, accession="ACC-KILL")]
+    study += [copy_with_new_uids(rg1, study_uid=study[0].StudyInstanceUID) for _ in range(19)]
+    for ds in study:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        orthanc.upload(buffer.getvalue())
+    settings = with_node(sqlite_settings, orthanc)
+    nodes = [{"name": "orthanc", "dicomweb_url": orthanc.dicomweb_url}]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "RADCHECK_STORAGE__DATA_DIR": str(settings.storage.data_dir),
+        "RADCHECK_DATABASE__URL": settings.database_url,
+        "RADCHECK_WORKER__LEASE_S": "2",
+        "RADCHECK_PACS__NODES": json.dumps(nodes),
+    }
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "pacs", "retrieve", "--accession", "ACC-KILL"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = Database(settings.database_url)
+    try:
+
+        def row() -> PacsRetrieval | None:
+            with db.session() as session:
+                found = session.scalar(select(PacsRetrieval))
+                if found is not None:
+                    session.expunge(found)
+                return found
+
+        deadline = time.monotonic() + 120
+        while (r := row()) is None or r.stored < 2:
+            assert cli.poll() is None, "the CLI ended before it could be killed"
+            assert time.monotonic() < deadline, "the CLI never started storing"
+            time.sleep(0.02)
+        cli.kill()
+        cli.wait(timeout=30)
+        dead = row()
+        assert dead is not None and dead.status == "running" and dead.stored < 20
+        assert (dead.lease_owner or "").startswith("cli:")
+
+        runner = RetrievalRunner(
+            db, files_dir=settings.files_dir, pacs=settings.pacs, worker_id="w1", lease_s=60
+        )
+        deadline = time.monotonic() + 60
+        while not runner.run_once():  # nothing to claim until the dead CLI's 2 s lease expires
+            assert time.monotonic() < deadline, "the abandoned pull was never claimed"
+            time.sleep(0.1)
+        done = row()
+        assert done is not None
+        assert done.status == "succeeded", done.error
+        assert (done.total, done.stored, done.failed, done.attempts) == (20, 20, 0, 2)
+        assert done.lease_owner is None and done.finished_at is not None
+        assert not runner.run_once()  # nothing left to do
+    finally:
+        db.dispose()
+        if cli.poll() is None:
+            cli.kill()
+    assert sop_uids(settings) == {ds.SOPInstanceUID for ds in study}
+
+
+def test_a_pull_abandoned_too_often_is_failed_not_run_again(
+    sqlite_settings: Settings, orthanc: OrthancServer
+) -> None:
+    from app.services.pacs_retrieve import MAX_ATTEMPTS, create_retrieval, resolve_node
+    from app.worker.retrievals import RetrievalRunner
+
+    settings = with_node(sqlite_settings, orthanc)
+    db = Database(settings.database_url)
+    try:
+        node = resolve_node(settings.pacs, None)
+        view = db.run(
+            lambda s: create_retrieval(
+                s, node, study_instance_uid=None, accession_number="ACC-X", actor="test"
+            )
+        )
+        with db.session() as session:  # what MAX_ATTEMPTS runners that all died leave behind
+            session.execute(
+                update(PacsRetrieval)
+                .where(PacsRetrieval.id == view.id)
+                .values(
+                    status="running",
+                    attempts=MAX_ATTEMPTS,
+                    lease_owner="dead",
+                    lease_expires_at=datetime(2000, 1, 1, tzinfo=UTC),
+                    started_at=datetime(2000, 1, 1, tzinfo=UTC),
+                )
+            )
+        runner = RetrievalRunner(
+            db, files_dir=settings.files_dir, pacs=settings.pacs, worker_id="w1", lease_s=60
+        )
+        assert not runner.run_once()
+        with db.session() as session:
+            failed = session.get(PacsRetrieval, view.id)
+            assert failed is not None and failed.status == "failed"
+            assert failed.error is not None and f"stopped {MAX_ATTEMPTS} times" in failed.error
+    finally:
+        db.dispose()

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Path
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from app.api.deps import DbDep, Integrator, Reader, SettingsDep, StoreDep
+from app.api.deps import DbDep, Integrator, Reader, SettingsDep
 from app.api.errors import ErrorBody
 from app.services.pacs_retrieve import (
     RetrievalView,
     create_retrieval,
     get_retrieval,
     resolve_node,
-    run_retrieval,
 )
 
 router = APIRouter(prefix="/pacs", tags=["pacs"])
@@ -59,16 +58,16 @@ def _out(view: RetrievalView) -> Retrieval:
     summary="Pull a study from a PACS (by Study Instance UID or accession number)",
     description="QIDO-RS finds the study on the node and WADO-RS fetches each instance (a DIMSE "
     "node: C-FIND, then C-GET on the same association or C-MOVE to RadCheck's listener); each goes "
-    "through the same ingest as an upload. Answers at once with the job; follow its progress at "
+    "through the same ingest as an upload. A worker (the in-process one of `radcheck serve`, or "
+    "`radcheck worker`) runs the job under a lease, so a pull whose process died is taken over and "
+    "finished. Answers at once with the queued job; follow its progress at "
     "GET /api/v1/pacs/retrievals/{id}.",
     responses={422: {"model": ErrorBody}},
 )
 def retrieve(
     body: RetrieveRequest,
-    background: BackgroundTasks,
     principal: Integrator,
     db: DbDep,
-    store: StoreDep,
     settings: SettingsDep,
 ) -> Retrieval:
     node = resolve_node(settings.pacs, body.node)
@@ -80,9 +79,6 @@ def retrieve(
             accession_number=body.accession_number,
             actor=principal.actor,
         )
-    )
-    background.add_task(
-        run_retrieval, db, store, node, view.id, calling_ae_title=settings.pacs.calling_ae_title
     )
     return _out(view)
 
