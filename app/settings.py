@@ -379,7 +379,7 @@ class ApiSettings(BaseModel):
     port: Annotated[int, Field(gt=0, lt=65536)] = 8000
     docs: bool = Field(
         default=True,
-        description="Serve the Swagger UI page at /api/v1/docs (assets pinned to one version); "
+        description="Serve the Swagger UI page at /api/v1/docs (assets served locally); "
         "turn off in production (compose.yaml does).",
     )
     header_timeout_s: Annotated[float, Field(gt=0)] = Field(

@@ -197,9 +197,8 @@ _API_ONLY = [
 ]
 _DOCS_CSP = (
     b"content-security-policy",
-    b"default-src 'self'; img-src 'self' data: https://cdn.jsdelivr.net; "
-    b"style-src 'self' https://cdn.jsdelivr.net; "
-    b"script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; frame-ancestors 'none'",
+    b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
+    b"script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
 )
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
 from app.api.deps import principal_of_request
 from app.api.errors import ErrorBody, install_error_handlers
@@ -54,10 +56,9 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 DICOMWEB_PREFIX = "/dicomweb/"
-# Swagger UI at one pinned version (never a floating "@5"); the CSP of the docs page names its host.
-SWAGGER_VERSION = "5.17.14"
-SWAGGER_JS = f"https://cdn.jsdelivr.net/npm/swagger-ui-dist@{SWAGGER_VERSION}/swagger-ui-bundle.js"
-SWAGGER_CSS = f"https://cdn.jsdelivr.net/npm/swagger-ui-dist@{SWAGGER_VERSION}/swagger-ui.css"
+# Swagger UI served from this server (works offline, nothing loaded from a CDN): the assets that
+# the fastapi-offline package ships (pinned in pyproject.toml; swagger-ui 5.32.6).
+SWAGGER_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
 PUBLIC_ROUTES = frozenset(
     {
         ("GET", f"{API_PREFIX}/health"),
@@ -72,9 +73,20 @@ def is_public(method: str, path: str, docs_prefix: str | None) -> bool:
     """Routes that need no credential; everything outside the API and DICOMweb is a 404 anyway."""
     if not path.startswith((f"{API_PREFIX}/", DICOMWEB_PREFIX)) and path != DICOMWEB_PREFIX[:-1]:
         return True
-    if docs_prefix is not None and path == docs_prefix:
+    if docs_prefix is not None and (
+        path == docs_prefix or path.removeprefix(f"{docs_prefix}/") in SWAGGER_ASSETS
+    ):
         return True
     return (method.upper(), path.rstrip("/") or path) in PUBLIC_ROUTES
+
+
+def _asset_endpoint(name: str, media_type: str) -> Callable[[], FileResponse]:
+    path = Path(str(importlib.resources.files("fastapi_offline") / "static" / name))
+
+    def asset() -> FileResponse:
+        return FileResponse(path, media_type=media_type)
+
+    return asset
 
 
 DESCRIPTION = """
@@ -194,9 +206,18 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
             return get_swagger_ui_html(
                 openapi_url=f"{API_PREFIX}/openapi.json",
                 title="RadCheck API",
-                swagger_js_url=SWAGGER_JS,
-                swagger_css_url=SWAGGER_CSS,
+                swagger_js_url=f"{docs_prefix}/swagger-ui-bundle.js",
+                swagger_css_url=f"{docs_prefix}/swagger-ui.css",
                 swagger_favicon_url="data:,",
+                swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io
+            )
+
+        for name, media_type in SWAGGER_ASSETS.items():
+            app.add_api_route(
+                f"{docs_prefix}/{name}",
+                _asset_endpoint(name, media_type),
+                methods=["GET"],
+                include_in_schema=False,
             )
 
     errors: dict[int | str, dict[str, Any]] = {

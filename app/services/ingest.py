@@ -113,7 +113,7 @@ def ingest_instance(
         return _already_stored(session, store, existing, data, inst, digest, outcome, actor, limits)
     # Two-phase write: the file is staged (written, fsynced) now and moved into place only once
     # this request's row won; a refused or losing upload leaves no file behind.
-    staged = store.stage(data)
+    staged = store.stage(data, sha256=digest)
     try:
         won = _insert(session, inst, staged, outcome, source)
     except BaseException:

@@ -75,9 +75,12 @@ class ContentStore:
     def path_for(self, relative_path: str) -> Path:
         return self.root / relative_path
 
-    def stage(self, data: bytes) -> StagedFile:
-        """Write ``data`` to a temporary file beside its final name and fsync it."""
-        digest = hashlib.sha256(data).hexdigest()
+    def stage(self, data: bytes, *, sha256: str | None = None) -> StagedFile:
+        """Write ``data`` to a temporary file beside its final name and fsync it.
+
+        ``sha256``: the caller's hex digest of ``data``, when it has one already (hashing a
+        radiograph costs about as much as writing it)."""
+        digest = sha256 or hashlib.sha256(data).hexdigest()
         relative = f"{digest[:2]}/{digest[2:4]}/{digest}"
         target = self.root / relative
         if target.exists() and target.stat().st_size == len(data):

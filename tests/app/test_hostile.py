@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import time
 import warnings
@@ -556,12 +557,23 @@ def test_security_headers_on_every_response_and_docs_switchable(
         assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"], path
         assert r.headers["Cache-Control"] == "no-store", path
     page = client.get(f"{API}/docs")
-    assert page.status_code == 200 and "swagger-ui-dist@5.17.14/" in page.text
-    assert "swagger-ui-dist@5/" not in page.text  # no floating version
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    # offline: the page names no other host, and its assets come from this server
+    assert "://" not in page.text and "//cdn" not in page.text
+    csp = page.headers["Content-Security-Policy"]
+    assert "http" not in csp and "script-src 'self'" in csp
+    assets = sorted(re.findall(r'(?:src|href)="([^"]+)"', page.text))
+    assert assets == [f"{API}/docs/swagger-ui-bundle.js", f"{API}/docs/swagger-ui.css", "data:,"]
+    js, css = (client.get(url) for url in assets[:2])
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert "SwaggerUIBundle" in js.text and len(js.content) > 500_000
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert client.get(f"{API}/docs/redoc.standalone.js").status_code in (401, 404)
     off = settings.model_copy(update={"api": settings.api.model_copy(update={"docs": False})})
     with TestClient(create_app(off, run_worker=False)) as c:
         off_page = c.get(f"{API}/docs")
         assert off_page.status_code in (401, 404) and "swagger" not in off_page.text
+        assert c.get(f"{API}/docs/swagger-ui-bundle.js").status_code in (401, 404)
         assert c.get(f"{API}/health").status_code == 200
 
 

@@ -34,6 +34,8 @@ ROLE_MATRIX: dict[tuple[str, str], frozenset[Any]] = {
     ("GET", "/api/v1/health"): PUBLIC,
     ("GET", "/api/v1/ready"): PUBLIC,
     ("GET", "/api/v1/docs"): PUBLIC,  # switchable: RADCHECK_API__DOCS
+    ("GET", "/api/v1/docs/swagger-ui-bundle.js"): PUBLIC,  # its assets, served locally
+    ("GET", "/api/v1/docs/swagger-ui.css"): PUBLIC,
     ("POST", "/api/v1/instances"): INTEGRATION,
     ("GET", "/api/v1/studies"): ALL,
     ("GET", "/api/v1/studies/{study_uid}"): ALL,
