@@ -15,7 +15,7 @@ import medvlm
 from eval.errors import EvalError
 from eval.records import JSONDict, LabelledRow
 from medvlm.checking import RULESET_VERSION, Checker, HeaderFacts
-from medvlm.reports import ParsedReport, SectionName, parse_report
+from medvlm.reports import ParsedReport, ReportInputError, SectionName, parse_report, read_report
 
 Span = tuple[int, int]
 
@@ -53,15 +53,10 @@ def sections_of(text: str) -> tuple[str | None, str | None]:
 
 def check_row(checker: Checker, row: LabelledRow) -> JSONDict:
     """Run ``checker`` on one row exactly as the API would, return ``CheckResult.to_dict()``."""
-    if row.text is not None:
-        parsed = parse_report(row.text)
-    else:
-        parsed = ParsedReport.from_sections(
-            findings=row.findings,
-            impression=row.impression,
-            indication=row.indication,
-            comparison=row.comparison,
-        )
+    try:
+        parsed = read_report(row.report_input())
+    except ReportInputError as exc:
+        raise EvalError(f"row {row.id}: {exc}") from None
     header = (
         HeaderFacts.from_dict(dict(row.header), parse_age=dicom_io.parse_age)
         if row.header is not None

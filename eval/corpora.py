@@ -17,6 +17,7 @@ from xml.etree import ElementTree
 
 from eval.errors import CorpusError
 from eval.records import ReportRecord
+from medvlm.report_input import REPORT_FIELDS
 
 IU_WHEEL_MEMBER = "torchxrayvision/data/NLMCXR_reports.tgz"
 IU_HOW_TO_GET = (
@@ -118,7 +119,7 @@ def load_iu(path: Path) -> Iterator[ReportRecord]:
 def load_csv(path: Path, *, id_column: str = "id") -> Iterator[ReportRecord]:
     """Read a CSV with ``findings`` and/or ``impression`` columns (``text`` for raw reports).
 
-    Optional columns: ``indication``, ``comparison``. Without an id column the 1-based row number
+    Optional columns: ``indication``, ``comparison``, ``technique``. Without an id column the 1-based row number
     is the id.
     """
     if not path.is_file():
@@ -139,6 +140,7 @@ def load_csv(path: Path, *, id_column: str = "id") -> Iterator[ReportRecord]:
                 impression=_clean(row.get("impression")),
                 indication=_clean(row.get("indication")),
                 comparison=_clean(row.get("comparison")),
+                technique=_clean(row.get("technique")),
                 text=row.get("text") or None,
             )
 
@@ -150,7 +152,7 @@ def _record_from_json(obj: Any, where: str) -> ReportRecord:
     if rid is None or str(rid) == "":
         raise CorpusError(f"{where}: missing 'id'; every report needs a unique id")
     values: dict[str, str | None] = {}
-    for key in ("findings", "impression", "indication", "comparison", "text"):
+    for key in REPORT_FIELDS:
         value = obj.get(key)
         if value is not None and not isinstance(value, str):
             raise CorpusError(f"{where}: field {key!r} must be a string or null")
@@ -164,6 +166,7 @@ def _record_from_json(obj: Any, where: str) -> ReportRecord:
         impression=values["impression"],
         indication=values["indication"],
         comparison=values["comparison"],
+        technique=values["technique"],
         text=values["text"],
         header=header,
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eval.errors import DatasetError
+from medvlm.report_input import REPORT_FIELDS, ReportInput, ReportInputError
 from medvlm.taxonomy import ComplexClass, ErrorSubtype
 
 JSONDict = dict[str, Any]
@@ -18,8 +19,9 @@ JSONDict = dict[str, Any]
 class ReportRecord:
     """One report as read from a corpus, before any injection.
 
-    Either the sections (``findings``, ``impression``, ...) or the raw ``text`` is set; a raw text
-    report is split into sections with medvlm's parser when it is injected or checked.
+    Either the sections (``findings``, ``impression``, ...) or the raw ``text`` is set (the fields
+    and rule of ``medvlm.report_input.ReportInput``); a raw text report is split into sections with
+    medvlm's parser when it is injected or checked.
     """
 
     id: str
@@ -27,22 +29,11 @@ class ReportRecord:
     impression: str | None = None
     indication: str | None = None
     comparison: str | None = None
+    technique: str | None = None
     text: str | None = None
     header: Mapping[str, Any] | None = None
     tags: tuple[str, ...] = ()
     """Hand-coded labels shipped with the corpus (IU: the MeSH ``<major>`` terms)."""
-
-
-def _opt_str(row: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = row.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise DatasetError(
-            f"{where}: field {key!r} must be a string or null, got {type(value).__name__}; "
-            "fix the dataset row"
-        )
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +52,7 @@ class LabelledRow:
     impression: str | None = None
     indication: str | None = None
     comparison: str | None = None
+    technique: str | None = None
     text: str | None = None
     header: Mapping[str, Any] | None = None
     subtype: ErrorSubtype | None = None
@@ -73,14 +65,14 @@ class LabelledRow:
         """Whether the row carries an error (SIMPLE label ``Y``)."""
         return self.label_simple == "Y"
 
+    def report_input(self) -> ReportInput:
+        """The row's report fields, as every RadCheck door takes them."""
+        return ReportInput(**{name: getattr(self, name) for name in REPORT_FIELDS})
+
     def request(self) -> JSONDict:
         """The checker input: exactly the fields of the API request body."""
         return {
-            "findings": self.findings,
-            "impression": self.impression,
-            "indication": self.indication,
-            "comparison": self.comparison,
-            "text": self.text,
+            **self.report_input().to_dict(),
             "header": dict(self.header) if self.header is not None else None,
         }
 
@@ -94,14 +86,11 @@ class LabelledRow:
         rid = row.get("id")
         if not isinstance(rid, str | int) or isinstance(rid, bool) or str(rid) == "":
             raise DatasetError(f"{where}: missing or empty 'id'; every row needs a unique id")
-        findings = _opt_str(row, "findings", where)
-        impression = _opt_str(row, "impression", where)
-        text = _opt_str(row, "text", where)
-        if not (findings or impression or text):
-            raise DatasetError(
-                f"{where} (id {rid}): no report text; "
-                "give 'findings' and/or 'impression', or 'text'"
-            )
+        try:
+            report = ReportInput.from_mapping(row)
+            report.check_shape()
+        except ReportInputError as exc:
+            raise DatasetError(f"{where} (id {rid}): {exc}; fix the dataset row") from None
         simple = row.get("label_simple")
         if simple not in ("Y", "N"):
             raise DatasetError(
@@ -156,18 +145,14 @@ class LabelledRow:
         if header is not None and not isinstance(header, Mapping):
             raise DatasetError(f"{where} (id {rid}): header must be an object or null")
         known = {
-            "id", "findings", "impression", "indication", "comparison", "text", "header",
+            "id", *REPORT_FIELDS, "header",
             "label_simple", "label_complex", "subtype", "sentence_index", "span",
         }  # fmt: skip
         return cls(
             id=str(rid),
             label_simple=simple,
             label_complex=complex_,
-            findings=findings,
-            impression=impression,
-            indication=_opt_str(row, "indication", where),
-            comparison=_opt_str(row, "comparison", where),
-            text=text,
+            **report.to_dict(),
             header=dict(header) if header is not None else None,
             subtype=subtype,
             sentence_index=index,

@@ -9,6 +9,7 @@ from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
 from app.api.text_guard import unsafe_text
+from medvlm.reports import REPORT_FIELDS, ReportInput
 
 MAX_ID = 2**31 - 1  # ids, versions and offsets are 32-bit integers in the database
 
@@ -64,7 +65,12 @@ class UploadResponse(BaseModel):
 
 
 class ReportIn(BaseModel):
-    """A report: the sections, or the raw text (which RadCheck splits into sections)."""
+    """A report: the sections, or the raw text (which RadCheck splits into sections), not both.
+
+    The fields and the rule are ``medvlm.reports.ReportInput``'s (``REPORT_FIELDS``): a section
+    field sent next to ``text`` is refused (422), never dropped; the report needs FINDINGS or
+    IMPRESSION text (as fields, or as headed sections of ``text``; unheaded text is FINDINGS).
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -95,6 +101,10 @@ class ReportIn(BaseModel):
     result_status: Literal["P", "F", "C"] | None = Field(
         default=None, description="HL7 result status: P preliminary, F final, C corrected."
     )
+
+    def report_input(self) -> ReportInput:
+        """The report fields, for the rule every door shares."""
+        return ReportInput(**{name: getattr(self, name) for name in REPORT_FIELDS})
 
 
 class ReportOut(BaseModel):

@@ -3,9 +3,10 @@
 Input is one JSON object (a file or ``-`` for stdin)::
 
     {"id": "r1", "findings": "...", "impression": "...", "indication": "...", "comparison": "...",
-     "header": {"patient_sex": "F", "view_position": "PA"}}
+     "technique": "...", "header": {"patient_sex": "F", "view_position": "PA"}}
 
-or ``{"text": "<raw report>"}`` for a whole report with headers (IU or MIMIC style). Output is the
+or ``{"text": "<raw report>"}`` for a whole report with headers (IU or MIMIC style): the report
+fields and rule of ``POST /api/v1/check-report`` (``medvlm.reports.ReportInput``). Output is the
 check result as JSON (flags with evidence, SIMPLE verdict and COMPLEX class) carrying the input's
 ``id``. With ``--batch`` the input is JSONL and the output has one line per non-blank input line; a
 bad line gives an ``{"id", "error"}`` line and the command exits 1 after the whole batch. Text and
@@ -25,12 +26,11 @@ import typer
 from app.services.headers import checker_facts
 from medvlm.checking import Checker, HeaderFacts
 from medvlm.errors import MedVLMError
-from medvlm.reports import ParsedReport
+from medvlm.reports import REPORT_FIELDS, ParsedReport, ReportInput, read_report
 
 __all__ = ["CheckInputError", "check_payload", "register"]
 
-_SECTION_KEYS = ("findings", "impression", "indication", "comparison", "technique")
-_KNOWN_KEYS = frozenset({"id", "text", "header", *_SECTION_KEYS})
+_KNOWN_KEYS = frozenset({"id", "header", *REPORT_FIELDS})
 
 
 class CheckInputError(ValueError):
@@ -48,33 +48,11 @@ def _parse(checker: Checker, payload: Any) -> tuple[ParsedReport, HeaderFacts | 
     unknown = sorted(set(payload) - _KNOWN_KEYS)
     if unknown:
         raise CheckInputError(f"unknown field(s) {unknown}; allowed: {sorted(_KNOWN_KEYS)}")
-    for key in ("text", *_SECTION_KEYS):
-        value = payload.get(key)
-        if value is not None and not isinstance(value, str):
-            raise CheckInputError(f"field {key!r} must be a string, got {type(value).__name__}")
-    text = payload.get("text")
-    sections = {k: payload.get(k) for k in _SECTION_KEYS}
-    if text is not None and any(v is not None for v in sections.values()):
-        raise CheckInputError("give either 'text' or the section fields, not both")
-    if text is not None:
-        if not text.strip():
-            raise CheckInputError("'text' is empty")
-        report = checker.parse(text)
-    else:
-        if not (sections["findings"] or "").strip() and not (sections["impression"] or "").strip():
-            raise CheckInputError("give 'findings' and/or 'impression' (or a raw 'text')")
-        report = checker.parser.parse_sections(
-            {name: sections[name.value] for name in _section_names()}
-        )
+    # the API's rule (medvlm.reports.ReportInput): text or sections, FINDINGS or IMPRESSION
+    report = read_report(ReportInput.from_mapping(payload), checker.parser)
     header_raw = payload.get("header")
     header = None if header_raw is None else checker_facts(header_raw)
     return report, header
-
-
-def _section_names() -> list[Any]:
-    from medvlm.reports import SectionName
-
-    return [SectionName(k) for k in _SECTION_KEYS]
 
 
 def check_payload(checker: Checker, payload: Any) -> dict[str, Any]:

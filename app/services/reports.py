@@ -10,13 +10,20 @@ from sqlalchemy.orm import Session
 from app.db.models import Report, Study
 from app.services import audit
 from app.services.errors import InvalidInputError, NotFoundError, ReportTooLargeError
-from medvlm.reports import ParsedReport, parse_report
+from medvlm.reports import (
+    SECTION_FIELDS,
+    ParsedReport,
+    ReportInput,
+    ReportInputError,
+    read_report,
+)
 
 __all__ = [
     "DEFAULT_MAX_REPORT_CHARS",
     "ReportSections",
     "ReportSubmission",
     "check_report_size",
+    "parse_report_input",
     "parsed_from_row",
     "submit_report",
     "validate_submission",
@@ -28,16 +35,11 @@ DEFAULT_MAX_REPORT_CHARS = 20_000
 MAX_REPORT_SETTING = "RADCHECK_CHECKS__MAX_REPORT_CHARS"
 
 
-@dataclass(frozen=True)
-class ReportSubmission:
-    """Either the sections, or the raw report text (which is split into sections)."""
+@dataclass(frozen=True, slots=True)
+class ReportSubmission(ReportInput):
+    """A report version to store: the report fields and rule of :class:`medvlm.reports.ReportInput`
+    (either the sections, or the raw text, which is split into sections) and its RIS metadata."""
 
-    findings: str | None = None
-    impression: str | None = None
-    indication: str | None = None
-    comparison: str | None = None
-    technique: str | None = None
-    text: str | None = None
     accession_number: str | None = None
     result_status: str | None = None  # HL7 P, F, C or X (None: not given)
 
@@ -54,10 +56,8 @@ class ReportSections:
 
 
 def _section_text(parsed: ParsedReport, name: str) -> str | None:
-    for key, section in parsed.sections.items():
-        if str(key) == name and section.text.strip():
-            return section.text
-    return None
+    section = parsed.section(name)
+    return section.text if section is not None and section.text.strip() else None
 
 
 def check_report_size(texts: list[str | None], *, max_chars: int) -> None:
@@ -74,53 +74,36 @@ def check_report_size(texts: list[str | None], *, max_chars: int) -> None:
         )
 
 
+def parse_report_input(
+    report: ReportInput, *, max_chars: int = DEFAULT_MAX_REPORT_CHARS
+) -> ParsedReport:
+    """The parsed report, after the one set of rules for every report door.
+
+    ``ReportTooLargeError`` past ``max_chars`` (checked first), ``InvalidInputError`` naming the
+    fix when the fields break :class:`medvlm.reports.ReportInput`'s rule (text or sections, not
+    both; FINDINGS or IMPRESSION needed). Used by ``POST /check-report``, report submission
+    (JSON API, HL7 ORU^R01, the demo) alike.
+    """
+    check_report_size(report.parts(), max_chars=max_chars)
+    try:
+        return read_report(report)
+    except ReportInputError as exc:
+        raise InvalidInputError(str(exc)) from exc
+
+
 def validate_submission(
-    submission: ReportSubmission, *, max_chars: int = DEFAULT_MAX_REPORT_CHARS
+    submission: ReportInput, *, max_chars: int = DEFAULT_MAX_REPORT_CHARS
 ) -> ReportSections:
     """The report's sections, or ``InvalidInputError`` naming what is wrong and how to fix it.
 
-    The one set of rules for every report door (the JSON API, HL7 ORU^R01, file import); a report
-    longer than ``max_chars`` raises ``ReportTooLargeError`` (an ``InvalidInputError`` too).
+    The rules of :func:`parse_report_input`; a report longer than ``max_chars`` raises
+    ``ReportTooLargeError`` (an ``InvalidInputError`` too). Given sections are stored as sent; a
+    raw text is stored as the sections found in it.
     """
-    check_report_size(
-        [
-            submission.text,
-            submission.findings,
-            submission.impression,
-            submission.indication,
-            submission.comparison,
-            submission.technique,
-        ],
-        max_chars=max_chars,
-    )
-    has_sections = any((v or "").strip() for v in (submission.findings, submission.impression))
-    if submission.text is not None and has_sections:
-        raise InvalidInputError(
-            "Give either 'text' (the raw report) or the sections 'findings'/'impression', not both."
-        )
-    if submission.text is not None:
-        if not submission.text.strip():
-            raise InvalidInputError("'text' is empty: send the report text or its sections.")
-        parsed = parse_report(submission.text)
-        findings = _section_text(parsed, "findings")
-        impression = _section_text(parsed, "impression")
-        if findings is None and impression is None:
-            raise InvalidInputError(
-                "No FINDINGS or IMPRESSION section found in 'text': label the sections "
-                "(e.g. 'FINDINGS: ... IMPRESSION: ...') or send them as separate fields."
-            )
-        indication = _section_text(parsed, "indication")
-        comparison = _section_text(parsed, "comparison")
-        technique = _section_text(parsed, "technique")
-    elif has_sections:
-        findings, impression = submission.findings, submission.impression
-        indication, comparison = submission.indication, submission.comparison
-        technique = submission.technique
-    else:
-        raise InvalidInputError(
-            "The report has neither 'findings' nor 'impression' nor 'text': send at least one."
-        )
-    return ReportSections(findings, impression, indication, comparison, technique)
+    parsed = parse_report_input(submission, max_chars=max_chars)
+    if submission.text is None:
+        return ReportSections(**submission.sections())
+    return ReportSections(**{name: _section_text(parsed, name) for name in SECTION_FIELDS})
 
 
 def submit_report(

@@ -1,5 +1,7 @@
 """Report parsing: sections, sentences with character spans, and finding mentions."""
 
+from medvlm.report_input import REPORT_FIELDS, SECTION_FIELDS, ReportInput, ReportInputError
+from medvlm.reports.input import read_report
 from medvlm.reports.model import (
     Measurement,
     Mention,
@@ -18,10 +20,14 @@ from medvlm.reports.parser import (
 )
 
 __all__ = [
+    "REPORT_FIELDS",
+    "SECTION_FIELDS",
     "Measurement",
     "Mention",
     "ParsedReport",
     "Presence",
+    "ReportInput",
+    "ReportInputError",
     "ReportParseError",
     "ReportParser",
     "Section",
@@ -30,4 +36,5 @@ __all__ = [
     "Side",
     "default_parser",
     "parse_report",
+    "read_report",
 ]

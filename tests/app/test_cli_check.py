@@ -103,8 +103,11 @@ def test_batch_bad_lines_get_error_lines_and_exit_1(cli: typer.Typer, runner: Cl
         ("{oops", "not valid JSON"),
         ("[1, 2]", "expected a JSON object"),
         (json.dumps({"findings": "x", "colour": 1}), "unknown field"),
-        (json.dumps({"text": "x", "findings": "y"}), "either 'text' or the section fields"),
-        (json.dumps({"id": 1}), "give 'findings' and/or 'impression'"),
+        (
+            json.dumps({"text": "x", "findings": "y"}),
+            "either 'text' (the raw report) or the section fields",
+        ),
+        (json.dumps({"id": 1}), "neither 'findings' nor 'impression' nor 'text'"),
         (json.dumps({"findings": "Clear.", "header": {"age": "old"}}), "patient_age_years"),
     ],
 )

@@ -60,7 +60,7 @@ def test_run_without_a_corpus_path_for_csv_is_refused(tmp_path: Path) -> None:
     ("row", "message"),
     [
         ({"findings": "x."}, "missing or empty 'id'"),
-        ({"id": "1", "label_simple": "Y", "label_complex": "insert"}, "no report text"),
+        ({"id": "1", "label_simple": "Y", "label_complex": "insert"}, "neither 'findings' nor"),
         ({"id": "1", "findings": "x.", "label_simple": "yes"}, "label_simple must be 'Y' or 'N'"),
         (
             {"id": "1", "findings": "x.", "label_simple": "Y", "label_complex": "swap"},

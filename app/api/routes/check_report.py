@@ -11,10 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.deps import Requester, SettingsDep
 from app.api.errors import ErrorBody
 from app.api.schemas import AI_NOTICE, CheckReportIn
-from app.services.errors import InvalidInputError
-from app.services.reports import check_report_size
+from app.services.reports import parse_report_input
 from medvlm.checking import Checker, HeaderFacts
-from medvlm.reports import ParsedReport, parse_report
 
 router = APIRouter(tags=["checks"])
 
@@ -41,32 +39,7 @@ def check_report(
 ) -> CheckReportOut:
     checker: Checker = request.app.state.text_checker
     limits = settings.checks
-    check_report_size(
-        [
-            body.text,
-            body.findings,
-            body.impression,
-            body.indication,
-            body.comparison,
-            body.technique,
-        ],
-        max_chars=limits.max_report_chars,
-    )
-    has_sections = any((v or "").strip() for v in (body.findings, body.impression))
-    if body.text is not None and has_sections:
-        raise InvalidInputError("Give either 'text' or 'findings'/'impression', not both.")
-    if body.text is not None and body.text.strip():
-        parsed = parse_report(body.text)
-    elif has_sections:
-        parsed = ParsedReport.from_sections(
-            findings=body.findings,
-            impression=body.impression,
-            indication=body.indication,
-            comparison=body.comparison,
-            technique=body.technique,
-        )
-    else:
-        raise InvalidInputError("Send the report as 'text' or as 'findings' and/or 'impression'.")
+    parsed = parse_report_input(body.report_input(), max_chars=limits.max_report_chars)
     header = HeaderFacts.from_dict(body.header.model_dump()) if body.header else None
     result = checker.check(parsed, header=header, deadline=time.monotonic() + limits.time_budget_s)
     return CheckReportOut(**{**result.to_dict(), "notice": AI_NOTICE})
