@@ -44,6 +44,7 @@ from medvlm.prompts.checking import (
 )
 from medvlm.prompts.knowledge import Category, KnowledgeBase
 from medvlm.reports import Mention, ParsedReport, Presence, ReportParser, SectionName, Side
+from medvlm.reports.vocabulary import OTHERWISE
 from medvlm.runtime.base import VisionLanguageRuntime
 from medvlm.taxonomy import ErrorSubtype, FlagSource
 
@@ -346,7 +347,7 @@ class ModelChecks:
                 for g in gen
                 if g.denied
                 and kb.covers(g.mention.concept, item.mention.concept)
-                and "otherwise" not in g.mention.qualifiers
+                and OTHERWISE not in g.mention.qualifiers
             ]
             for row in _PRESENCE:
                 g = row.evidence(item, present, denies)

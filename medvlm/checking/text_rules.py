@@ -19,95 +19,19 @@ from medvlm.checking.tally import MAX_PARTNERS, MAX_SCANNED, Tally
 from medvlm.checking.types import Flag
 from medvlm.prompts.knowledge import Category, KnowledgeBase
 from medvlm.reports import ParsedReport, Presence, SectionName, Side
+from medvlm.reports.vocabulary import (
+    CHRONIC,
+    OTHERWISE,
+    PLACEHOLDERS,
+    WEAK_BROAD_DENIAL,
+    WEAK_DENIAL,
+)
 from medvlm.taxonomy import ErrorSubtype
 
 __all__ = ["TEXT_RULESET_VERSION", "TextRules"]
 
 TEXT_RULESET_VERSION = "1.0"
 _COMPARED = (SectionName.FINDINGS, SectionName.IMPRESSION)
-# A denial with one of these words leaves room for the asserted finding ("no new consolidation",
-# "no displaced rib fracture", "no other nodules", "no XXXX opacity"), unless the assertion has it too.
-_WEAK_DENIAL = frozenset(
-    [
-        "new",
-        "bony",
-        "bone",
-        "osseous",
-        "lytic",
-        "blastic",
-        "destructive",
-        "skin",
-        "cutaneous",
-        "soft tissue",
-        "acute",
-        "displaced",
-        "other",
-        "additional",
-        "further",
-        "xxxx",
-        "___",
-        "rib",
-        "ribs",
-        "clavicle",
-        "clavicular",
-        "humerus",
-        "humeral",
-        "spine",
-        "spinal",
-        "vertebral",
-        "hip",
-        "pelvic",
-        "pelvis",
-        "scapula",
-        "scapular",
-        "sternum",
-        "sternal",
-        "shoulder",
-        "wrist",
-        "hand",
-        "large",
-        "significant",
-        "sizable",
-        "gross",
-        "substantial",
-    ]
-)
-# A broader denial ("no focal airspace disease") with one of these words does not deny a narrower
-# finding described differently ("patchy consolidation" is not "focal airspace disease").
-_WEAK_BROAD_DENIAL = frozenset(
-    [
-        "focal",
-        "dense",
-        "confluent",
-        "lobar",
-        "segmental",
-        "discrete",
-        "visible",
-        "obvious",
-        "appreciable",
-        "overt",
-        "frank",
-        "convincing",
-        "suspicious",
-        "typical",
-        "definite",
-        "definitive",
-        "free",
-    ]
-)
-_CHRONIC = frozenset(
-    [
-        "chronic",
-        "old",
-        "healed",
-        "healing",
-        "remote",
-        "stable",
-        "unchanged",
-        "persistent",
-        "residual",
-    ]
-)
 _DENIAL_LIST = frozenset(
     {
         "pneumothorax",
@@ -177,14 +101,14 @@ def _reads_like_denial(item: Item) -> bool:
 def _redacted_before(item: Item) -> bool:
     """A redaction right before the term may hide a hedge ("XXXX opacity"): not a firm assertion."""
     rel = item.mention.start - item.sentence.start
-    return item.sentence.text[max(0, rel - 6) : rel].strip().lower().endswith(("xxxx", "___"))
+    return item.sentence.text[max(0, rel - 6) : rel].strip().lower().endswith(tuple(PLACEHOLDERS))
 
 
 # Policy (issue 12.2.3): a redaction before an asserted term ("XXXX atelectasis") is read as an
 # adjective the de-identification removed (IU redacts words, not negations), so the assertion
 # stands against a flat denial of that finding ("There is no atelectasis"), but not against a
 # blanket normal phrase ("The lungs are clear"). A redaction inside a denial ("no XXXX effusion")
-# still qualifies the denial (see _WEAK_DENIAL): the hidden word may be "large" or "new".
+# still qualifies the denial (see vocabulary.WEAK_DENIAL): the hidden word may be "large" or "new".
 
 
 def _side_accept(side: Side | None) -> Callable[[Hashable], bool]:
@@ -352,7 +276,7 @@ class TextRules:
 
     def _weak_denial(self, denial: Item, asserted: Item) -> bool:
         n, p = denial.mention, asserted.mention
-        if "otherwise" in n.qualifiers:
+        if OTHERWISE in n.qualifiers:
             return True
         if n.normal_phrase and (
             _redacted_before(asserted)
@@ -363,7 +287,7 @@ class TextRules:
             # minimal opacity is how reports describe scars: not a contradiction
             return True
         narrow = n.concept == p.concept and not self._kb[p.concept].broad
-        weak = _WEAK_DENIAL if narrow else _WEAK_DENIAL | _WEAK_BROAD_DENIAL
+        weak = WEAK_DENIAL if narrow else WEAK_DENIAL | WEAK_BROAD_DENIAL
         if self._kb[p.concept].acute:
             weak = weak - {"acute"}  # "no acute pneumothorax": a pneumothorax is always acute
         if (n.qualifiers & weak) - p.qualifiers:
@@ -373,7 +297,7 @@ class TextRules:
         if n.grades and p.grades and not (n.grades & p.grades):
             return True
         if n.concept in _GENERIC_PARENTS:
-            chronic = bool(p.qualifiers & _CHRONIC) or p.interval == "unchanged"
+            chronic = bool(p.qualifiers & CHRONIC) or p.interval == "unchanged"
             if chronic or (p.grades and min(p.grades) == 0):
                 return True
         return not _sides_ok(denial, asserted)
@@ -579,7 +503,7 @@ class TextRules:
         normal = [
             i for i in impression
             if i.denied and i.mention.concept in _GENERIC_PARENTS
-            and not i.mention.qualifiers & {"otherwise", "xxxx", "___"}
+            and not i.mention.qualifiers & {OTHERWISE, *PLACEHOLDERS}
         ]  # fmt: skip
         if not normal or any(_SEE_ABOVE.search(i.sentence.text) for i in impression):
             return
@@ -590,7 +514,7 @@ class TextRules:
             m = item.mention
             if item.section is not SectionName.FINDINGS or not item.asserted:
                 continue
-            if m.qualifiers & _CHRONIC or m.interval in ("unchanged", "persistent"):
+            if m.qualifiers & CHRONIC or m.interval in ("unchanged", "persistent"):
                 continue
             if _NOT_NEW.search(item.sentence.text) or not self._significant(item):
                 continue

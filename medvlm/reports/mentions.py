@@ -15,6 +15,7 @@ from medvlm.reports.context import (
     find_terminators,
 )
 from medvlm.reports.model import Measurement, Mention, Presence, Side
+from medvlm.reports.vocabulary import QUALIFIERS
 
 __all__ = ["MentionExtractor"]
 
@@ -62,13 +63,9 @@ _INTERVAL_RE = re.compile(
     re.I,
 )
 _QUALIFIER_RE = re.compile(
-    r"(?<![\w])(large|significant|sizable|gross|overt|frank|definite|definitive|acute|new|focal|"
-    r"bony|bone|osseous|lytic|blastic|destructive|skin|cutaneous|soft tissue|"
-    r"dense|confluent|displaced|visible|obvious|appreciable|discrete|convincing|substantial|"
-    r"chronic|old|healed|healing|remote|stable|unchanged|persistent|residual|otherwise|"
-    r"suspicious|typical|lobar|segmental|free|other|additional|further|xxxx|___|rib|ribs|clavicle|"
-    r"clavicular|humerus|humeral|spine|spinal|vertebral|hip|pelvic|pelvis|scapula|scapular|"
-    r"sternum|sternal|shoulder|wrist|hand)(?![\w])",
+    r"(?<![\w])("
+    + "|".join(re.escape(q) for q in sorted(QUALIFIERS, key=lambda q: (-len(q), q)))
+    + r")(?![\w])",
     re.I,
 )
 _MEASURE_RE = re.compile(
