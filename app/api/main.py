@@ -44,6 +44,7 @@ from app.services.audit import ReadAuditBuffer
 from app.services.auth import CredentialResolver, authenticate
 from app.services.factory import build_pipeline, build_text_checker
 from app.services.images import RenderCache
+from app.services.ingest import decode_limits
 from app.services.oidc import OidcVerifier
 from app.services.storage import ContentStore
 from app.services.users import LoginPolicy
@@ -141,6 +142,9 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
                 max_attempts=settings.worker.max_attempts,
                 export=settings.export,
                 pacs=settings.pacs,
+                limits=decode_limits(
+                    settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes
+                ),
             )
             worker.heartbeat()
             thread = worker.start_thread()

@@ -9,7 +9,7 @@ from typing import Any
 from app.db.models import CheckJob, JobStatus
 from app.db.session import Database
 from app.services.factory import build_pipeline
-from app.services.ingest import ingest_instance
+from app.services.ingest import decode_limits, ingest_instance
 from app.services.jobs import request_check
 from app.services.reports import ReportSubmission, submit_report
 from app.services.storage import ContentStore
@@ -57,7 +57,15 @@ def run_demo(settings: Settings, dicom: Path | None = None) -> dict[str, Any]:
     store = ContentStore(settings.files_dir)
     try:
         with db.session() as session:
-            outcome = ingest_instance(session, store, path.read_bytes(), actor="demo")
+            outcome = ingest_instance(
+                session,
+                store,
+                path.read_bytes(),
+                actor="demo",
+                limits=decode_limits(
+                    settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes
+                ),
+            )
         with db.session() as session:
             submit_report(
                 session, study_uid=outcome.study_instance_uid, submission=DEMO_REPORT, actor="demo"

@@ -187,6 +187,7 @@ def worker_command(
     from app.db.migrate import SchemaOutdatedError, ensure_current
     from app.db.session import Database
     from app.services.factory import build_pipeline
+    from app.services.ingest import decode_limits
     from app.worker.runner import Worker
 
     settings = settings_or_exit()
@@ -222,6 +223,7 @@ def worker_command(
         max_attempts=settings.worker.max_attempts,
         export=settings.export,
         pacs=settings.pacs,
+        limits=decode_limits(settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes),
     )
     try:
         worker.pipeline  # noqa: B018 - load the checker and model now: a bad config fails here

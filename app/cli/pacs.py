@@ -29,6 +29,7 @@ def retrieve(
     from app.cli.main import fail, settings_or_exit
     from app.db.session import Database
     from app.services.errors import InvalidInputError
+    from app.services.ingest import decode_limits
     from app.services.pacs_retrieve import (
         claim_retrieval,
         create_retrieval,
@@ -70,6 +71,9 @@ def retrieve(
             calling_ae_title=settings.pacs.calling_ae_title,
             worker_id=worker_id,
             lease=lease,
+            limits=decode_limits(
+                settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes
+            ),
         )
         typer.echo(json.dumps(result.__dict__, indent=2))
         if result.status != "succeeded":

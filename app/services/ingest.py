@@ -77,7 +77,7 @@ def ingest_instance(
     actor: str,
     source: str = "upload",
     expected_study_uid: str | None = None,
-    limits: dicom_io.DecodeLimits | None = None,
+    limits: dicom_io.DecodeLimits,
 ) -> IngestOutcome:
     """Validate ``data`` as DICOM, store it, and add it to its study.
 
@@ -86,7 +86,9 @@ def ingest_instance(
     SOP Instance UID with the same bytes is a harmless duplicate; with different bytes it is a
     conflict (``IngestOutcome.conflict``), recorded in the audit trail and not stored. With
     ``expected_study_uid`` (STOW-RS to ``/studies/{study}``), an instance of another study raises
-    :class:`StudyMismatchError` and nothing is stored.
+    :class:`StudyMismatchError` and nothing is stored. ``limits`` is required (no default) so every
+    way in applies the configured bounds (:func:`decode_limits` of RADCHECK_STORAGE__MAX_INFLATED_BYTES
+    and ..._MAX_PIXEL_BYTES); a caller cannot fall back silently to the library's defaults.
     """
     inst = _read(data, limits)
     if expected_study_uid is not None and inst.study_instance_uid != expected_study_uid:
@@ -206,14 +208,14 @@ def _insert(
 
 
 def _stored_problem(
-    store: ContentStore, existing: Instance, limits: dicom_io.DecodeLimits | None
+    store: ContentStore, existing: Instance, limits: dicom_io.DecodeLimits
 ) -> str | None:
     """Why the stored copy is unusable (missing, truncated, undecodable), or None when it is fine."""
     path = store.path_for(existing.storage_path)
     if not path.exists():
         return "stored file missing"
     try:
-        dicom_io.read_instance(path, decode=True, limits=limits or dicom_io.DecodeLimits())
+        dicom_io.read_instance(path, decode=True, limits=limits)
     except dicom_io.DicomIOError as exc:
         return f"{type(exc).__name__}: {str(exc)[:200]}"
     return None
@@ -228,11 +230,11 @@ def _replace_broken(
     outcome: IngestOutcome,
     actor: str,
     problem: str,
-    limits: dicom_io.DecodeLimits | None,
+    limits: dicom_io.DecodeLimits,
 ) -> IngestOutcome | None:
     """A complete re-send replaces a stored copy found broken; None when the new one is no better."""
     try:
-        dicom_io.read_instance(data, decode=True, limits=limits or dicom_io.DecodeLimits())
+        dicom_io.read_instance(data, decode=True, limits=limits)
     except dicom_io.DicomIOError:
         return None
     old = (existing.sha256, existing.storage_path)
@@ -283,9 +285,9 @@ _LIMIT_SETTINGS = {
 }
 
 
-def _read(data: bytes, limits: dicom_io.DecodeLimits | None) -> dicom_io.DicomInstance:
+def _read(data: bytes, limits: dicom_io.DecodeLimits) -> dicom_io.DicomInstance:
     try:
-        return dicom_io.read_instance(data, limits=limits or dicom_io.DecodeLimits())
+        return dicom_io.read_instance(data, limits=limits)
     except dicom_io.LimitExceededError as exc:
         setting = _LIMIT_SETTINGS.get(exc.kind, "RADCHECK_STORAGE__*")
         raise dicom_io.LimitExceededError(
@@ -302,7 +304,7 @@ def _already_stored(
     digest: str,
     outcome: IngestOutcome,
     actor: str,
-    limits: dicom_io.DecodeLimits | None,
+    limits: dicom_io.DecodeLimits,
 ) -> IngestOutcome:
     study_id = existing.series.study_id
     if existing.sha256 == digest:

@@ -273,16 +273,35 @@ def _dimse(node: PacsNode, calling_ae_title: str) -> DimseSource:
     )
 
 
-def _ingest(db: Database, store: ContentStore, node: PacsNode, data: bytes) -> bool:
-    """Store one fetched instance; False when it conflicts with a stored one (same UID, other bytes)."""
+def _ingest(
+    db: Database,
+    store: ContentStore,
+    node: PacsNode,
+    data: bytes,
+    limits: dicom_io.DecodeLimits,
+) -> bool:
+    """Store one fetched instance (within the configured decode ``limits``); False when it
+    conflicts with a stored one (same UID, other bytes)."""
     outcome = db.run(
-        partial(ingest_instance, store=store, data=data, actor=f"pacs:{node.name}", source="pacs")
+        partial(
+            ingest_instance,
+            store=store,
+            data=data,
+            actor=f"pacs:{node.name}",
+            source="pacs",
+            limits=limits,
+        )
     )
     return not outcome.conflict
 
 
 def _pull_dicomweb(
-    db: Database, store: ContentStore, node: PacsNode, view: RetrievalView, progress: _Progress
+    db: Database,
+    store: ContentStore,
+    node: PacsNode,
+    view: RetrievalView,
+    progress: _Progress,
+    limits: dicom_io.DecodeLimits,
 ) -> int:
     source = _dicomweb(node)
     studies = source.find_studies(
@@ -293,17 +312,24 @@ def _pull_dicomweb(
     progress.update(total=len(remotes))
     for remote in remotes:
         try:
-            progress.count(ok=_ingest(db, store, node, source.fetch(remote)))
+            progress.count(ok=_ingest(db, store, node, source.fetch(remote), limits))
         except dicom_io.DicomIOError as exc:
             progress.count(ok=False)
             logger.warning("PACS retrieval %d: an instance failed: %s", view.id, exc)
     return len(remotes)
 
 
-def _cstore_status(db: Database, store: ContentStore, node: PacsNode, data: bytes) -> int:
-    """The C-STORE status RadCheck answers for one instance the PACS sends during a C-GET."""
+def _cstore_status(
+    db: Database, store: ContentStore, node: PacsNode, data: bytes, limits: dicom_io.DecodeLimits
+) -> int:
+    """The C-STORE status RadCheck answers for one instance the PACS sends during a C-GET (as the
+    listener does: past a decode limit is out of resources)."""
     try:
-        return Status.SUCCESS if _ingest(db, store, node, data) else Status.DUPLICATE_SOP_INSTANCE
+        stored = _ingest(db, store, node, data, limits)
+        return Status.SUCCESS if stored else Status.DUPLICATE_SOP_INSTANCE
+    except dicom_io.LimitExceededError as exc:
+        logger.warning("PACS retrieval: instance refused: %s", exc)
+        return Status.OUT_OF_RESOURCES
     except (dicom_io.MissingElementError, dicom_io.InvalidElementError):
         return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
     except dicom_io.DicomIOError:
@@ -317,6 +343,7 @@ def _pull_dimse(
     view: RetrievalView,
     progress: _Progress,
     calling_ae_title: str,
+    limits: dicom_io.DecodeLimits,
 ) -> int:
     source = _dimse(node, calling_ae_title)
     studies = source.find_studies(
@@ -330,7 +357,7 @@ def _pull_dimse(
         if view.method == "c-get":
 
             def received(data: bytes) -> int:
-                status = _cstore_status(db, store, node, data)
+                status = _cstore_status(db, store, node, data, limits)
                 progress.count(ok=status == Status.SUCCESS)
                 return status
 
@@ -364,20 +391,23 @@ def run_retrieval(
     calling_ae_title: str,
     worker_id: str,
     lease: timedelta,
+    limits: dicom_io.DecodeLimits,
 ) -> RetrievalView:
     """Run one claimed retrieval (:func:`claim_retrieval`) to the end, renewing its lease as it
     goes. Failures are recorded on the job, never raised; a lost lease stops it without writing.
 
     ``calling_ae_title`` is RadCheck's AE title towards a DIMSE node, and the C-MOVE destination.
+    ``limits`` are the configured decode bounds (RADCHECK_STORAGE__MAX_INFLATED_BYTES,
+    ..._MAX_PIXEL_BYTES); instances sent by C-MOVE arrive at the listener, which applies its own.
     """
     view = db.run(lambda s: get_retrieval(s, retrieval_id))
     progress = _Progress(db, retrieval_id, worker_id, lease)
     try:
         try:
             if view.method == "dicomweb":
-                total = _pull_dicomweb(db, store, node, view, progress)
+                total = _pull_dicomweb(db, store, node, view, progress, limits)
             else:
-                total = _pull_dimse(db, store, node, view, progress, calling_ae_title)
+                total = _pull_dimse(db, store, node, view, progress, calling_ae_title, limits)
             failed = progress.failed
             status = JobStatus.SUCCEEDED if failed == 0 else JobStatus.FAILED
             error = None if failed == 0 else f"{failed} of {total} instances failed"

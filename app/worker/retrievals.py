@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+import dicom_io
 from app.db.models import JobStatus, PacsRetrieval, utcnow
 from app.db.session import Database
 from app.services import pacs_retrieve
@@ -28,9 +29,17 @@ class RetrievalRunner:
     """
 
     def __init__(
-        self, db: Database, *, files_dir: Path, pacs: PacsSettings, worker_id: str, lease_s: float
+        self,
+        db: Database,
+        *,
+        files_dir: Path,
+        pacs: PacsSettings,
+        worker_id: str,
+        lease_s: float,
+        limits: dicom_io.DecodeLimits,
     ) -> None:
         self.db = db
+        self.limits = limits
         self.store = ContentStore(files_dir)
         self.pacs = pacs
         self.worker_id = worker_id
@@ -62,6 +71,7 @@ class RetrievalRunner:
             calling_ae_title=self.pacs.calling_ae_title,
             worker_id=self.worker_id,
             lease=self.lease,
+            limits=self.limits,
         )
         logger.info("PACS retrieval %d %s", retrieval_id, view.status)
         return True

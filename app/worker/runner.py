@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import dicom_io
 from app.db.session import Database
 from app.services import exports, jobs
 from app.services.clock import db_now
@@ -44,7 +45,10 @@ class Worker:
         max_attempts: int = 3,
         export: ExportSettings | None = None,
         pacs: PacsSettings | None = None,
+        limits: dicom_io.DecodeLimits | None = None,
     ) -> None:
+        """``limits`` (the configured decode bounds) are required when ``pacs`` has nodes: the
+        retrieval runner ingests what it pulls with them."""
         self.db = db
         self._pipeline_factory = pipeline_factory
         self._pipeline: CheckPipeline | None = None
@@ -70,17 +74,18 @@ class Worker:
             if export is not None and pacs is not None and export.destination is not None
             else None
         )
-        self.puller = (
-            RetrievalRunner(
+        self.puller: RetrievalRunner | None = None
+        if pacs is not None and pacs.nodes:
+            if limits is None:
+                raise ValueError("Worker: PACS nodes are configured but no decode limits given")
+            self.puller = RetrievalRunner(
                 db,
                 files_dir=files_dir,
                 pacs=pacs,
                 worker_id=self.worker_id,
                 lease_s=max(lease_s, 60.0),
+                limits=limits,
             )
-            if pacs is not None and pacs.nodes
-            else None
-        )
 
     @property
     def pipeline(self) -> CheckPipeline:

@@ -13,6 +13,7 @@ from app.db.migrate import upgrade
 from app.db.session import Database
 from app.services.auth import create_api_key
 from app.settings import Settings
+from dicom_io import DecodeLimits
 
 
 def make_settings(data_dir: Path, database_url: str | None = None, **worker: object) -> Settings:
@@ -57,6 +58,14 @@ def keys(settings: Settings) -> dict[str, str]:
 def client(settings: Settings, keys: dict[str, str]) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+def limits_of(settings: Settings) -> DecodeLimits:
+    """The configured decode limits (what ``ingest_instance`` must be given)."""
+    return DecodeLimits(
+        max_inflated_bytes=settings.storage.max_inflated_bytes,
+        max_pixel_bytes=settings.storage.max_pixel_bytes,
+    )
 
 
 def auth(key: str) -> dict[str, str]:

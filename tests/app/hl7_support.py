@@ -25,6 +25,7 @@ from app.services.report_intake import Intake, IntakeConfig
 from app.services.storage import ContentStore
 from app.settings import Settings
 from app.worker.runner import Worker
+from tests.app.conftest import limits_of
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 
@@ -192,7 +193,13 @@ def running_listener(
 def ingest(settings: Settings, data: bytes) -> None:
     db = Database(settings.database_url)
     with db.session() as session:
-        ingest_instance(session, ContentStore(settings.files_dir), data, actor="test")
+        ingest_instance(
+            session,
+            ContentStore(settings.files_dir),
+            data,
+            actor="test",
+            limits=limits_of(settings),
+        )
     db.dispose()
 
 

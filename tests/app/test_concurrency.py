@@ -21,6 +21,8 @@ from app.services.ingest import ingest_instance
 from app.services.reports import ReportSubmission, submit_report
 from app.services.storage import ContentStore
 from app.settings import Settings
+from dicom_io import DecodeLimits
+from tests.app.conftest import limits_of
 
 UID = "1.2.826.0.1.3680043.10.545"
 
@@ -58,9 +60,10 @@ def instance_bytes(src: Path, index: int, study_uid: str = UID) -> bytes:
 def test_parallel_uploads_into_one_new_study(settings: Settings, rg1_path: Path) -> None:
     db = Database(settings.database_url)
     store = ContentStore(settings.files_dir)
+    limits = limits_of(settings)
     blobs = [instance_bytes(rg1_path, i) for i in range(6)]
     results = parallel(
-        6, lambda i: db.run(lambda s: ingest_instance(s, store, blobs[i], actor="t"))
+        6, lambda i: db.run(lambda s: ingest_instance(s, store, blobs[i], actor="t", limits=limits))
     )
     assert not [r for r in results if isinstance(r, Exception)], results
     with db.session() as session:
@@ -74,7 +77,11 @@ def test_parallel_report_versions_and_check_requests(settings: Settings, rg1_pat
     db = Database(settings.database_url)
     with db.session() as session:
         ingest_instance(
-            session, ContentStore(settings.files_dir), instance_bytes(rg1_path, 1), actor="t"
+            session,
+            ContentStore(settings.files_dir),
+            instance_bytes(rg1_path, 1),
+            actor="t",
+            limits=limits_of(settings),
         )
     submission = ReportSubmission(findings="No pneumothorax.", impression="Normal chest.")
     reports = parallel(
@@ -150,7 +157,7 @@ def test_stress_writers_number_things_without_races(settings: Settings, rg1_path
     submission = ReportSubmission(findings="No pneumothorax.", impression="Normal chest.")
     template = pydicom.dcmread(rg1_path)
     for round_ in range(STRESS_ROUNDS):
-        one_round(db, store, template, submission, round_, n)
+        one_round(db, store, template, submission, round_, n, limits_of(settings))
     with db.session() as session:
         assert session.scalar(select(func.count(Instance.id))) == STRESS_ROUNDS * n
         assert session.scalar(select(func.count(Report.id))) == STRESS_ROUNDS * n
@@ -165,6 +172,7 @@ def one_round(
     submission: ReportSubmission,
     round_: int,
     n: int,
+    limits: DecodeLimits,
 ) -> None:
     study_uid = f"{UID}.{round_ + 100}"
     blobs = []
@@ -178,7 +186,7 @@ def one_round(
         blobs.append(buf.getvalue())
     uploads = parallel(
         n,
-        lambda i: db.run(lambda s: ingest_instance(s, store, blobs[i], actor="t")),
+        lambda i: db.run(lambda s: ingest_instance(s, store, blobs[i], actor="t", limits=limits)),
     )
     assert not [r for r in uploads if isinstance(r, Exception)], (round_, uploads)
     versions = parallel(

@@ -35,7 +35,7 @@ from app.worker.runner import Worker
 from medvlm.checking import Checker, CheckerConfig
 from medvlm.grounding import GroundingError
 from medvlm.runtime.base import GenerationResult
-from tests.app.conftest import auth
+from tests.app.conftest import auth, limits_of
 from tests.app.test_jobs import run_one
 from tests.medvlm.test_runtime_helpers import network_guard
 
@@ -101,7 +101,13 @@ def _add_study(
     buf = io.BytesIO()
     ds.save_as(buf)
     with db.session() as session:
-        ingest_instance(session, ContentStore(settings.files_dir), buf.getvalue(), actor="t")
+        ingest_instance(
+            session,
+            ContentStore(settings.files_dir),
+            buf.getvalue(),
+            actor="t",
+            limits=limits_of(settings),
+        )
         submit_report(session, study_uid=ds.StudyInstanceUID, submission=report, actor="t")
     return str(ds.StudyInstanceUID)
 

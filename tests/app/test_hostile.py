@@ -24,7 +24,7 @@ from app.services.report_intake import IntakeConfig, receive_message
 from app.settings import Settings
 from medvlm.checking import Checker, CheckTimeBudgetError
 from medvlm.reports import parse_report
-from tests.app.conftest import auth, make_settings
+from tests.app.conftest import auth, limits_of, make_settings
 from tests.app.hl7_support import oru_v251
 
 API = "/api/v1"
@@ -411,7 +411,10 @@ def test_parallel_conflicting_uploads_leave_one_file_and_one_row(
     blobs = [dicom_bytes(rg1_path, 1, InstanceNumber=i + 1) for i in range(10)]
     assert len(set(blobs)) == 10
     results = parallel(
-        10, lambda i: db.run(lambda s: ingest_instance(s, store, blobs[i], actor="t"))
+        10,
+        lambda i: db.run(
+            lambda s: ingest_instance(s, store, blobs[i], actor="t", limits=limits_of(settings))
+        ),
     )
     assert not [r for r in results if isinstance(r, Exception)], results
     assert sum(1 for r in results if r.conflict) == 9

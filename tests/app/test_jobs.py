@@ -30,6 +30,7 @@ from app.services.reports import ReportSubmission, submit_report
 from app.services.storage import ContentStore
 from app.settings import ModelBackend, Settings
 from app.worker.runner import Worker
+from tests.app.conftest import limits_of
 
 REPORT = ReportSubmission(
     findings="There is a small right pleural effusion. No pneumothorax.",
@@ -50,7 +51,13 @@ def add_study(db: Database, settings: Settings, src: Path, index: int) -> str:
     buf = BytesIO()
     ds.save_as(buf)
     with db.session() as session:
-        ingest_instance(session, ContentStore(settings.files_dir), buf.getvalue(), actor="t")
+        ingest_instance(
+            session,
+            ContentStore(settings.files_dir),
+            buf.getvalue(),
+            actor="t",
+            limits=limits_of(settings),
+        )
         submit_report(session, study_uid=ds.StudyInstanceUID, submission=REPORT, actor="t")
     return str(ds.StudyInstanceUID)
 

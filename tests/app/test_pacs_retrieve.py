@@ -20,6 +20,7 @@ from app.db.models import Instance, PacsRetrieval
 from app.db.session import Database
 from app.services.pacs_retrieve import RetrievalView
 from app.settings import PacsNode, Settings
+from tests.app.conftest import limits_of
 from tests.app.dicomweb_support import copy_with_new_uids, read, serve
 from tests.orthanc import OrthancServer
 
@@ -175,6 +176,7 @@ def claim_and_run(
         calling_ae_title=calling_ae,
         worker_id="test",
         lease=lease,
+        limits=limits_of(settings),
     )
 
 
@@ -339,7 +341,12 @@ def test_a_killed_pull_is_taken_over_and_finished_by_a_worker(
         assert (dead.lease_owner or "").startswith("cli:")
 
         runner = RetrievalRunner(
-            db, files_dir=settings.files_dir, pacs=settings.pacs, worker_id="w1", lease_s=60
+            db,
+            files_dir=settings.files_dir,
+            pacs=settings.pacs,
+            worker_id="w1",
+            lease_s=60,
+            limits=limits_of(settings),
         )
         deadline = time.monotonic() + 60
         while not runner.run_once():  # nothing to claim until the dead CLI's 2 s lease expires
@@ -386,7 +393,12 @@ def test_a_pull_abandoned_too_often_is_failed_not_run_again(
                 )
             )
         runner = RetrievalRunner(
-            db, files_dir=settings.files_dir, pacs=settings.pacs, worker_id="w1", lease_s=60
+            db,
+            files_dir=settings.files_dir,
+            pacs=settings.pacs,
+            worker_id="w1",
+            lease_s=60,
+            limits=limits_of(settings),
         )
         assert not runner.run_once()
         with db.session() as session:
@@ -395,3 +407,33 @@ def test_a_pull_abandoned_too_often_is_failed_not_run_again(
             assert failed.error is not None and f"stopped {MAX_ATTEMPTS} times" in failed.error
     finally:
         db.dispose()
+
+
+def test_a_pull_applies_the_configured_decode_limits(
+    sqlite_settings: Settings, orthanc_factory: Callable[..., OrthancServer]
+) -> None:
+    """RADCHECK_STORAGE__MAX_PIXEL_BYTES below the radiographs' decoded size: both ways of pulling
+    (WADO-RS and C-GET) refuse every instance with the configured limit, nothing is stored."""
+    from app.services.pacs_retrieve import create_retrieval, resolve_node
+
+    orthanc = orthanc_factory()
+    load_orthanc(orthanc, "ACC-LIMIT")  # RG1_UNCR: about 7 MiB of pixels each
+    storage = sqlite_settings.storage.model_copy(update={"max_pixel_bytes": 1024 * 1024})
+    tight = sqlite_settings.model_copy(update={"storage": storage})
+    assert limits_of(tight).max_pixel_bytes == 1024 * 1024
+    for settings in (with_node(tight, orthanc), dimse_node(tight, orthanc, "c-get")):
+        node = resolve_node(settings.pacs, None)
+        db = Database(settings.database_url)
+        try:
+            view = db.run(
+                lambda s, node=node: create_retrieval(
+                    s, node, study_instance_uid=None, accession_number="ACC-LIMIT", actor="test"
+                )
+            )
+            done = claim_and_run(db, settings, node, view.id)
+        finally:
+            db.dispose()
+        assert done.status == "failed", (view.method, done)
+        assert (done.total, done.stored, done.failed) == (2, 0, 2), (view.method, done)
+    assert sop_uids(tight) == set()
+    assert not [p for p in tight.files_dir.rglob("*") if p.is_file()]
