@@ -15,22 +15,16 @@ from medvlm.taxonomy import ComplexClass, ErrorSubtype
 JSONDict = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class ReportRecord:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportRecord(ReportInput):
     """One report as read from a corpus, before any injection.
 
-    Either the sections (``findings``, ``impression``, ...) or the raw ``text`` is set (the fields
-    and rule of ``medvlm.report_input.ReportInput``); a raw text report is split into sections with
-    medvlm's parser when it is injected or checked.
+    A ``medvlm.report_input.ReportInput`` (its fields and rule: either the sections ``findings``,
+    ``impression``, ... or the raw ``text``) with an id; a raw text report is split into sections
+    with medvlm's parser when it is injected or checked. Fields are given by keyword.
     """
 
     id: str
-    findings: str | None = None
-    impression: str | None = None
-    indication: str | None = None
-    comparison: str | None = None
-    technique: str | None = None
-    text: str | None = None
     header: Mapping[str, Any] | None = None
     tags: tuple[str, ...] = ()
     """Hand-coded labels shipped with the corpus (IU: the MeSH ``<major>`` terms)."""
@@ -43,6 +37,9 @@ class LabelledRow:
     ``sentence_index`` is the index of the modified sentence in the findings (medvlm's sentence
     splitter), ``span`` the ``[start, end)`` character offsets of the edit in the modified findings.
     Both are ``None`` for originals and for removed sentences (nothing left to point at).
+
+    The report fields are ``medvlm.report_input.REPORT_FIELDS`` (kept positional after the labels,
+    so they are spelled here; ``tests/app/test_report_doors.py`` fails when the lists drift).
     """
 
     id: str
