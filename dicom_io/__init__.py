@@ -23,6 +23,7 @@ from dicom_io.pixels import PercentileWindow, RenderedImage, Window, read_and_re
 from dicom_io.reader import read_instance
 from dicom_io.selection import (
     CandidateReason,
+    EligibilityPolicy,
     SelectionCandidate,
     SelectionDecision,
     SelectionRules,
@@ -66,6 +67,7 @@ __all__ = [
     "DicomIOError",
     "DicomInstance",
     "Eligibility",
+    "EligibilityPolicy",
     "FailureReason",
     "HeaderFacts",
     "InstanceKind",

@@ -11,7 +11,7 @@ import os
 import re
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,7 @@ from dicom_io.header import (
     int_value,
     text_value,
 )
-from dicom_io.instance import DicomInstance, Eligibility, InstanceKind
+from dicom_io.instance import DicomInstance, Eligibility, InstanceKind, JSONValue
 from dicom_io.limits import (
     DEFAULT_LIMITS,
     DecodeLimits,
@@ -53,6 +53,7 @@ from dicom_io.limits import (
     check_pixel_size,
     check_value_lengths,
 )
+from dicom_io.selection import EligibilityPolicy, SelectionRules
 
 __all__ = ["ParsedInstance", "decode_pixels", "parse", "read_instance"]
 
@@ -89,9 +90,6 @@ _SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 _KOS = "1.2.840.10008.5.1.4.1.1.88.59"
 _PS_PREFIX = "1.2.840.10008.5.1.4.1.1.11."
 _DOC_PREFIX = "1.2.840.10008.5.1.4.1.1.104."
-_SC_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
-_RADIOGRAPH_MODALITIES = {"CR", "DX"}
-_CHEST = re.compile(r"CHEST|THORAX|LUNG", re.IGNORECASE)
 _MAX_DETAIL = 200
 _DEFER_SIZE = "256 KB"
 # Never converted: interpreter control flow.
@@ -312,31 +310,13 @@ def _validate_image(ds: Elements, pixel_keyword: str | None) -> None:
         )
 
 
-def _eligibility(ds: Elements, kind: InstanceKind, sop_class: str) -> Eligibility:
+def _eligibility(
+    attributes: Mapping[str, JSONValue], kind: InstanceKind, policy: EligibilityPolicy
+) -> Eligibility:
     if kind is not InstanceKind.IMAGE:
         return Eligibility(False, (f"not an image ({kind.value.replace('_', ' ')})",))
-    reasons: list[str] = []
-    photometric = (text_value(ds, "PhotometricInterpretation") or "").upper()
-    if photometric not in {"MONOCHROME1", "MONOCHROME2"}:
-        reasons.append(f"colour image (PhotometricInterpretation {photometric or 'missing'})")
-    samples = int_value(ds, "SamplesPerPixel")
-    if samples is not None and samples != 1:
-        reasons.append(f"{samples} samples per pixel (1 expected)")
-    frames = int_value(ds, "NumberOfFrames")
-    if frames is not None and frames > 1:
-        reasons.append(f"multi-frame image ({frames} frames)")
-    bits = int_value(ds, "BitsAllocated")
-    if bits is not None and bits not in {8, 16}:
-        reasons.append(f"BitsAllocated {bits} (8 or 16 expected for a radiograph)")
-    modality = (text_value(ds, "Modality") or "").upper()
-    if modality not in _RADIOGRAPH_MODALITIES:
-        reasons.append(f"modality {modality or 'missing'} is not a radiograph (CR or DX expected)")
-    body_part = text_value(ds, "BodyPartExamined")
-    if body_part is not None and not _CHEST.search(body_part):
-        reasons.append(f"body part {body_part.upper()} is not the chest")
-    if sop_class.startswith(_SC_PREFIX):
-        reasons.append("secondary capture (a converted image, not the original radiograph)")
-    return Eligibility(not reasons, tuple(reasons))
+    reasons = policy.reasons(attributes)
+    return Eligibility(not reasons, reasons)
 
 
 def decode_pixels(ds: Dataset, limits: DecodeLimits = DEFAULT_LIMITS) -> NDArray[np.generic]:
@@ -416,7 +396,12 @@ def _meta_transfer_syntax(ds: Dataset) -> str:
     return ts
 
 
-def _build(dataset: Dataset, pixel: _PixelElement | None, limits: DecodeLimits) -> DicomInstance:
+def _build(
+    dataset: Dataset,
+    pixel: _PixelElement | None,
+    limits: DecodeLimits,
+    eligibility: EligibilityPolicy | None,
+) -> DicomInstance:
     ts = _meta_transfer_syntax(dataset)
     ds = HeaderView(dataset)
     uids = {keyword: _require_uid(ds, keyword) for keyword in _REQUIRED_UIDS}
@@ -435,6 +420,7 @@ def _build(dataset: Dataset, pixel: _PixelElement | None, limits: DecodeLimits) 
                 "compressed stream before its end marker). The file is truncated; ask the sender "
                 "to re-send it."
             )
+    attributes = dataset_attributes(ds)
     return DicomInstance(
         sop_instance_uid=uids["SOPInstanceUID"],
         sop_class_uid=uids["SOPClassUID"],
@@ -449,17 +435,27 @@ def _build(dataset: Dataset, pixel: _PixelElement | None, limits: DecodeLimits) 
         transfer_syntax_uid=ts,
         kind=kind,
         header=header_facts(ds),
-        attributes=dataset_attributes(ds),
-        eligibility=_eligibility(ds, kind, uids["SOPClassUID"]),
+        attributes=attributes,
+        eligibility=_eligibility(
+            attributes, kind, eligibility or SelectionRules.default().eligibility_policy()
+        ),
         patient_id=text_value(ds, "PatientID"),
         patient_name=text_value(ds, "PatientName"),
     )
 
 
-def parse(source: Source, *, full: bool, limits: DecodeLimits = DEFAULT_LIMITS) -> ParsedInstance:
+def parse(
+    source: Source,
+    *,
+    full: bool,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    eligibility: EligibilityPolicy | None = None,
+) -> ParsedInstance:
     """Parse and validate ``source``; ``full`` reads the pixel data too (needed to decode).
 
-    ``limits`` bound what the file may expand to (checked before inflating or decoding).
+    ``limits`` bound what the file may expand to (checked before inflating or decoding);
+    ``eligibility`` decides whether an image may be the model image (default: the ``eligibility``
+    list of the packaged ``data/default_selection.yaml``).
     """
     if not isinstance(source, Path | bytes | bytearray | memoryview):
         raise TypeError(f"source must be bytes or pathlib.Path, not {type(source).__name__}")
@@ -468,7 +464,7 @@ def parse(source: Source, *, full: bool, limits: DecodeLimits = DEFAULT_LIMITS) 
             # pydicom warns (with the values) about non-conformant elements: keep PHI out of logs.
             warnings.simplefilter("ignore")
             ds, pixel = _read_dataset(source, full=full, limits=limits)
-            instance = _build(ds, pixel, limits)
+            instance = _build(ds, pixel, limits, eligibility)
     except DicomIOError:
         raise
     except _NOT_OURS:
@@ -483,7 +479,11 @@ def parse(source: Source, *, full: bool, limits: DecodeLimits = DEFAULT_LIMITS) 
 
 
 def read_instance(
-    source: Source, *, decode: bool = False, limits: DecodeLimits = DEFAULT_LIMITS
+    source: Source,
+    *,
+    decode: bool = False,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    eligibility: EligibilityPolicy | None = None,
 ) -> DicomInstance:
     """Parse and validate one DICOM Part 10 instance from a path or its bytes.
 
@@ -493,8 +493,10 @@ def read_instance(
 
     Raises only :class:`DicomIOError` subclasses (``TypeError`` for a source of the wrong type);
     :class:`LimitExceededError` when the file would inflate or decode past ``limits``.
+    ``eligibility`` (a rules file's :meth:`SelectionRules.eligibility_policy`) decides whether an
+    image may be the model image; by default the packaged rules file's list.
     """
-    parsed = parse(source, full=decode, limits=limits)
+    parsed = parse(source, full=decode, limits=limits, eligibility=eligibility)
     if decode and parsed.instance.kind is InstanceKind.IMAGE:
         decode_pixels(parsed.dataset, limits)
     logger.debug(

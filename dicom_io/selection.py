@@ -26,6 +26,8 @@ from dicom_io.instance import DicomInstance, Eligibility, InstanceKind, JSONValu
 __all__ = [
     "CandidateReason",
     "Condition",
+    "EligibilityPolicy",
+    "EligibilityRule",
     "SelectionCandidate",
     "SelectionDecision",
     "SelectionRules",
@@ -285,6 +287,68 @@ class SelectionTier:
 
 
 @dataclass(frozen=True)
+class EligibilityRule:
+    """One requirement an image must meet to be shown to the model, and the reason when it fails.
+
+    ``reason`` may hold ``{value}``: the attribute's value (upper case), or ``missing``.
+    """
+
+    condition: Condition
+    reason: str
+
+    def failure(self, attributes: Mapping[str, JSONValue]) -> str | None:
+        if self.condition.failure(attributes) is None:
+            return None
+        value = attributes.get(self.condition.keyword)
+        return self.reason.format(value="missing" if _empty(value) else _show(value).upper())
+
+
+@dataclass(frozen=True)
+class EligibilityPolicy:
+    """The rules file's ``eligibility`` list: checked on every image when it is received.
+
+    An image failing any rule is stored but never becomes the model image (its reasons are kept).
+    """
+
+    rules: tuple[EligibilityRule, ...]
+
+    @classmethod
+    def from_list(cls, spec: Any, where: str) -> EligibilityPolicy:
+        if not isinstance(spec, list) or not spec:
+            raise SelectionRulesError(
+                f"{where}: expected a non-empty list of {{require: {{Keyword: condition}}, "
+                f"reason: '...'}}, found {spec!r}"
+            )
+        rules: list[EligibilityRule] = []
+        for index, item in enumerate(spec):
+            at = f"{where}[{index}]"
+            if not isinstance(item, Mapping) or set(item) != {"require", "reason"}:
+                raise SelectionRulesError(f"{at}: expected keys require and reason, found {item!r}")
+            conditions = _conditions(item["require"], f"{at}.require")
+            if len(conditions) != 1:
+                raise SelectionRulesError(
+                    f"{at}.require: one DICOM keyword per rule (each has its own reason), "
+                    f"found {len(conditions)}"
+                )
+            reason = item["reason"]
+            try:
+                ok = isinstance(reason, str) and bool(reason.format(value="x").strip())
+            except (KeyError, IndexError, ValueError):
+                ok = False
+            if not ok:
+                raise SelectionRulesError(
+                    f"{at}.reason: expected a non-empty sentence (placeholder: {{value}}), "
+                    f"found {reason!r}"
+                )
+            rules.append(EligibilityRule(conditions[0], reason))
+        return cls(tuple(rules))
+
+    def reasons(self, attributes: Mapping[str, JSONValue]) -> tuple[str, ...]:
+        """Why an image with these attributes may not be the model image (empty: eligible)."""
+        return tuple(r for r in (rule.failure(attributes) for rule in self.rules) if r is not None)
+
+
+@dataclass(frozen=True)
 class SelectionRules:
     """Ordered selection tiers; the first tier any eligible candidate satisfies decides."""
 
@@ -292,6 +356,8 @@ class SelectionRules:
     version: int | str
     tiers: tuple[SelectionTier, ...]
     spec: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    eligibility: EligibilityPolicy | None = None
+    """Which images may be the model image at all (None: the packaged file's policy)."""
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> SelectionRules:
@@ -325,7 +391,21 @@ class SelectionRules:
                     ),
                 )
             )
-        return cls(name, spec.get("version", 1), tuple(tiers), dict(spec))
+        eligibility = (
+            EligibilityPolicy.from_list(spec["eligibility"], f"{name}.eligibility")
+            if spec.get("eligibility") is not None
+            else None
+        )
+        return cls(name, spec.get("version", 1), tuple(tiers), dict(spec), eligibility)
+
+    def eligibility_policy(self) -> EligibilityPolicy:
+        """This file's ``eligibility`` list, or the packaged default's when it has none."""
+        if self.eligibility is not None:
+            return self.eligibility
+        default = _default_rules().eligibility
+        if default is None:
+            raise SelectionRulesError("the packaged default_selection.yaml has no eligibility list")
+        return default
 
     @classmethod
     def from_json(cls, text: str) -> SelectionRules:
