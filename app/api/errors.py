@@ -20,8 +20,16 @@ from app.services.errors import (
     ServiceError,
     StorageFullError,
 )
-from medvlm.checking import CheckTimeBudgetError
+from medvlm.checking import CheckerConfigError, CheckTimeBudgetError
 from medvlm.errors import MedVLMError
+from medvlm.runtime import (
+    CheckpointError,
+    DeviceError,
+    NoModelConfiguredError,
+    QuantizationError,
+    RemoteModelError,
+    RuntimeConfigError,
+)
 
 __all__ = ["ErrorBody", "install_error_handlers"]
 
@@ -49,7 +57,16 @@ STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
     (dicom_io.LimitExceededError, 413, "payload_too_large"),
     (dicom_io.DicomIOError, 422, "invalid_dicom"),
     (CheckTimeBudgetError, 503, "check_time_budget"),
-    (MedVLMError, 422, "invalid_input"),
+    # The model side failed, not the request (remote model down, bad checkpoint, wrong device or
+    # configuration): 503, the same request may succeed once the server is fixed.
+    (RemoteModelError, 503, "model_unavailable"),
+    (CheckpointError, 503, "model_unavailable"),
+    (DeviceError, 503, "model_unavailable"),
+    (QuantizationError, 503, "model_unavailable"),
+    (NoModelConfiguredError, 503, "model_unavailable"),
+    (RuntimeConfigError, 503, "model_unavailable"),
+    (CheckerConfigError, 503, "model_unavailable"),
+    (MedVLMError, 422, "invalid_input"),  # the rest: what was sent (report, image) is unusable
     (ServiceError, 400, "bad_request"),
 ]
 
@@ -140,6 +157,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _domain(request: Request, exc: Exception) -> JSONResponse:
         status, type_ = status_for(exc)
+        if status >= 500:
+            logger.warning("%s (request %s): %s", type_, request_id_of(request), type(exc).__name__)
         return error_response(request, status, type_, str(exc))
 
     for cls, _status, _type in STATUS_TABLE:

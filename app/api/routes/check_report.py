@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.deps import Requester, SettingsDep
 from app.api.errors import ErrorBody
 from app.api.schemas import AI_NOTICE, CheckReportIn
-from app.services.reports import parse_report_input
-from medvlm.checking import Checker, HeaderFacts
+from app.services.report_check import check_report_text
+from medvlm.checking import Checker
 
 router = APIRouter(tags=["checks"])
 
@@ -38,8 +37,11 @@ def check_report(
     request: Request, body: CheckReportIn, principal: Requester, settings: SettingsDep
 ) -> CheckReportOut:
     checker: Checker = request.app.state.text_checker
-    limits = settings.checks
-    parsed = parse_report_input(body.report_input(), max_chars=limits.max_report_chars)
-    header = HeaderFacts.from_dict(body.header.model_dump()) if body.header else None
-    result = checker.check(parsed, header=header, deadline=time.monotonic() + limits.time_budget_s)
+    result = check_report_text(
+        checker,
+        body.report_input(),
+        body.header.model_dump() if body.header else None,
+        max_chars=settings.checks.max_report_chars,
+        time_budget_s=settings.checks.time_budget_s,
+    )
     return CheckReportOut(**{**result.to_dict(), "notice": AI_NOTICE})
