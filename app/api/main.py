@@ -142,9 +142,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
                 max_attempts=settings.worker.max_attempts,
                 export=settings.export,
                 pacs=settings.pacs,
-                limits=decode_limits(
-                    settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes
-                ),
+                limits=decode_limits(settings),
             )
             worker.heartbeat()
             thread = worker.start_thread()

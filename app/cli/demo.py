@@ -62,9 +62,7 @@ def run_demo(settings: Settings, dicom: Path | None = None) -> dict[str, Any]:
                 store,
                 path.read_bytes(),
                 actor="demo",
-                limits=decode_limits(
-                    settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes
-                ),
+                limits=decode_limits(settings),
             )
         with db.session() as session:
             submit_report(

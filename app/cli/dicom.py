@@ -181,7 +181,7 @@ def listen(
         db,
         ContentStore(settings.files_dir),
         conf.min_free_bytes,
-        decode_limits(settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes),
+        decode_limits(settings),
     )
     listener = StoreListener(
         ListenerConfig(

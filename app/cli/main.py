@@ -223,7 +223,7 @@ def worker_command(
         max_attempts=settings.worker.max_attempts,
         export=settings.export,
         pacs=settings.pacs,
-        limits=decode_limits(settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes),
+        limits=decode_limits(settings),
     )
     try:
         worker.pipeline  # noqa: B018 - load the checker and model now: a bad config fails here

@@ -71,9 +71,7 @@ def retrieve(
             calling_ae_title=settings.pacs.calling_ae_title,
             worker_id=worker_id,
             lease=lease,
-            limits=decode_limits(
-                settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes
-            ),
+            limits=decode_limits(settings),
         )
         typer.echo(json.dumps(result.__dict__, indent=2))
         if result.status != "succeeded":

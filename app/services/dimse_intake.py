@@ -13,7 +13,7 @@ from functools import partial
 import dicom_io
 from app.db.session import Database
 from app.services import audit
-from app.services.ingest import ingest_instance
+from app.services.ingest import IngestLimits, ingest_instance
 from app.services.storage import ContentStore
 from dicom_io.net import Rejection, Status
 
@@ -30,7 +30,7 @@ class DimseIntake:
     db: Database
     store: ContentStore
     min_free_bytes: int
-    limits: dicom_io.DecodeLimits
+    limits: IngestLimits
 
     def store_instance(self, data: bytes, calling_ae: str) -> int:
         """The C-STORE status for one received instance; 0x0000 only once it is committed."""

@@ -6,6 +6,8 @@ import hashlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -18,6 +20,7 @@ from app.services import audit
 from app.services.clock import db_now
 from app.services.errors import InvalidInputError
 from app.services.storage import ContentStore, StagedFile
+from app.settings import Settings
 
 __all__ = [
     "IngestOutcome",
@@ -77,7 +80,7 @@ def ingest_instance(
     actor: str,
     source: str = "upload",
     expected_study_uid: str | None = None,
-    limits: dicom_io.DecodeLimits,
+    limits: IngestLimits,
 ) -> IngestOutcome:
     """Validate ``data`` as DICOM, store it, and add it to its study.
 
@@ -272,10 +275,34 @@ def _replace_broken(
     return outcome
 
 
-def decode_limits(max_inflated_bytes: int, max_pixel_bytes: int) -> dicom_io.DecodeLimits:
-    """The settings' bounds (RADCHECK_STORAGE__MAX_INFLATED_BYTES, ..._MAX_PIXEL_BYTES)."""
-    return dicom_io.DecodeLimits(
-        max_inflated_bytes=max_inflated_bytes, max_pixel_bytes=max_pixel_bytes
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestLimits(dicom_io.DecodeLimits):
+    """Everything ingest judges a received file by: the decode bounds and the site's eligibility
+    policy (the rules file's ``eligibility`` list). Every door builds it with :func:`decode_limits`
+    from the settings, so a site's edited rules file applies to uploads, STOW-RS, C-STORE and pulls
+    alike."""
+
+    eligibility: dicom_io.EligibilityPolicy
+
+
+@lru_cache(maxsize=8)
+def _eligibility(rules_file: Path | None) -> dicom_io.EligibilityPolicy:
+    rules = (
+        dicom_io.SelectionRules.load(rules_file)
+        if rules_file
+        else dicom_io.SelectionRules.default()
+    )
+    return rules.eligibility_policy()
+
+
+def decode_limits(settings: Settings) -> IngestLimits:
+    """The settings' bounds (RADCHECK_STORAGE__MAX_INFLATED_BYTES, ..._MAX_PIXEL_BYTES) and the
+    eligibility policy of RADCHECK_INGEST__SELECTION_RULES (the packaged rules when unset; read
+    once per process)."""
+    return IngestLimits(
+        max_inflated_bytes=settings.storage.max_inflated_bytes,
+        max_pixel_bytes=settings.storage.max_pixel_bytes,
+        eligibility=_eligibility(settings.ingest.selection_rules),
     )
 
 
@@ -285,9 +312,9 @@ _LIMIT_SETTINGS = {
 }
 
 
-def _read(data: bytes, limits: dicom_io.DecodeLimits) -> dicom_io.DicomInstance:
+def _read(data: bytes, limits: IngestLimits) -> dicom_io.DicomInstance:
     try:
-        return dicom_io.read_instance(data, limits=limits)
+        return dicom_io.read_instance(data, limits=limits, eligibility=limits.eligibility)
     except dicom_io.LimitExceededError as exc:
         setting = _LIMIT_SETTINGS.get(exc.kind, "RADCHECK_STORAGE__*")
         raise dicom_io.LimitExceededError(

@@ -23,7 +23,7 @@ from app.db.session import Database
 from app.services import audit
 from app.services.clock import db_now
 from app.services.errors import InvalidInputError, LeaseLostError, NotFoundError
-from app.services.ingest import ingest_instance
+from app.services.ingest import IngestLimits, ingest_instance
 from app.services.storage import ContentStore
 from app.settings import PacsNode, PacsSettings
 from dicom_io.net import DicomWebSource, DimseSource, Status
@@ -278,7 +278,7 @@ def _ingest(
     store: ContentStore,
     node: PacsNode,
     data: bytes,
-    limits: dicom_io.DecodeLimits,
+    limits: IngestLimits,
 ) -> bool:
     """Store one fetched instance (within the configured decode ``limits``); False when it
     conflicts with a stored one (same UID, other bytes)."""
@@ -301,7 +301,7 @@ def _pull_dicomweb(
     node: PacsNode,
     view: RetrievalView,
     progress: _Progress,
-    limits: dicom_io.DecodeLimits,
+    limits: IngestLimits,
 ) -> int:
     source = _dicomweb(node)
     studies = source.find_studies(
@@ -320,7 +320,7 @@ def _pull_dicomweb(
 
 
 def _cstore_status(
-    db: Database, store: ContentStore, node: PacsNode, data: bytes, limits: dicom_io.DecodeLimits
+    db: Database, store: ContentStore, node: PacsNode, data: bytes, limits: IngestLimits
 ) -> int:
     """The C-STORE status RadCheck answers for one instance the PACS sends during a C-GET (as the
     listener does: past a decode limit is out of resources)."""
@@ -343,7 +343,7 @@ def _pull_dimse(
     view: RetrievalView,
     progress: _Progress,
     calling_ae_title: str,
-    limits: dicom_io.DecodeLimits,
+    limits: IngestLimits,
 ) -> int:
     source = _dimse(node, calling_ae_title)
     studies = source.find_studies(
@@ -391,7 +391,7 @@ def run_retrieval(
     calling_ae_title: str,
     worker_id: str,
     lease: timedelta,
-    limits: dicom_io.DecodeLimits,
+    limits: IngestLimits,
 ) -> RetrievalView:
     """Run one claimed retrieval (:func:`claim_retrieval`) to the end, renewing its lease as it
     goes. Failures are recorded on the job, never raised; a lost lease stops it without writing.

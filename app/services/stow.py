@@ -38,7 +38,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 import dicom_io
 from app.db.session import Database
 from app.services.errors import InvalidInputError, PayloadTooLargeError, ServiceError
-from app.services.ingest import IngestOutcome, StudyMismatchError, ingest_instance
+from app.services.ingest import IngestLimits, IngestOutcome, StudyMismatchError, ingest_instance
 from app.services.storage import ContentStore
 from dicom_io import FailureReason, StowFailure, failure_reason_for, peek_sop_uids
 
@@ -246,7 +246,7 @@ def store_part(
     actor: str,
     expected_study_uid: str | None,
     max_parts: int,
-    limits: dicom_io.DecodeLimits,
+    limits: IngestLimits,
 ) -> PartResult:
     """Validate and store one part through :func:`ingest_instance` (inflated and pixel sizes
     bounded by ``limits``: the settings'); never raises for bad input."""

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-import dicom_io
 from app.db.models import JobStatus, PacsRetrieval, utcnow
 from app.db.session import Database
 from app.services import pacs_retrieve
+from app.services.ingest import IngestLimits
 from app.services.storage import ContentStore
 from app.settings import PacsSettings
 
@@ -36,7 +36,7 @@ class RetrievalRunner:
         pacs: PacsSettings,
         worker_id: str,
         lease_s: float,
-        limits: dicom_io.DecodeLimits,
+        limits: IngestLimits,
     ) -> None:
         self.db = db
         self.limits = limits

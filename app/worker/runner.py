@@ -12,12 +12,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import dicom_io
 from app.db.session import Database
 from app.services import exports, jobs
 from app.services.clock import db_now
 from app.services.errors import LeaseLostError
-from app.services.ingest import mark_complete_studies
+from app.services.ingest import IngestLimits, mark_complete_studies
 from app.services.pipeline import CheckPipeline
 from app.services.report_intake import match_waiting_reports
 from app.settings import ExportMode, ExportSettings, PacsSettings
@@ -45,7 +44,7 @@ class Worker:
         max_attempts: int = 3,
         export: ExportSettings | None = None,
         pacs: PacsSettings | None = None,
-        limits: dicom_io.DecodeLimits | None = None,
+        limits: IngestLimits | None = None,
     ) -> None:
         """``limits`` (the configured decode bounds) are required when ``pacs`` has nodes: the
         retrieval runner ingests what it pulls with them."""

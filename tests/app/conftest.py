@@ -12,8 +12,8 @@ from app.api import create_app
 from app.db.migrate import upgrade
 from app.db.session import Database
 from app.services.auth import create_api_key
+from app.services.ingest import IngestLimits, decode_limits
 from app.settings import Settings
-from dicom_io import DecodeLimits
 
 
 def make_settings(data_dir: Path, database_url: str | None = None, **worker: object) -> Settings:
@@ -60,12 +60,9 @@ def client(settings: Settings, keys: dict[str, str]) -> Iterator[TestClient]:
         yield c
 
 
-def limits_of(settings: Settings) -> DecodeLimits:
-    """The configured decode limits (what ``ingest_instance`` must be given)."""
-    return DecodeLimits(
-        max_inflated_bytes=settings.storage.max_inflated_bytes,
-        max_pixel_bytes=settings.storage.max_pixel_bytes,
-    )
+def limits_of(settings: Settings) -> IngestLimits:
+    """The configured decode limits and eligibility policy (what ``ingest_instance`` is given)."""
+    return decode_limits(settings)
 
 
 def auth(key: str) -> dict[str, str]:

@@ -314,13 +314,7 @@ def test_bombs_over_http_are_413_naming_the_setting_and_leave_nothing(
     from app.services.storage import ContentStore
     from dicom_io.net import Status
 
-    storage = settings.storage
-    intake = DimseIntake(
-        db,
-        ContentStore(settings.files_dir),
-        0,
-        decode_limits(storage.max_inflated_bytes, storage.max_pixel_bytes),
-    )
+    intake = DimseIntake(db, ContentStore(settings.files_dir), 0, decode_limits(settings))
     assert intake.store_instance(deflate_bomb(rg1_path, 64), "MODALITY") == Status.OUT_OF_RESOURCES
     with db.session() as session:
         assert session.scalar(select(func.count(Instance.id))) == 0

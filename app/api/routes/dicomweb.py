@@ -131,7 +131,7 @@ async def _stow(
         max_request_bytes=limits.max_request_bytes,
     )
     results: list[PartResult] = []
-    decode = decode_limits(settings.storage.max_inflated_bytes, settings.storage.max_pixel_bytes)
+    decode = decode_limits(settings)
 
     async def drain() -> None:
         for part in receiver.take_ready():

@@ -51,7 +51,7 @@ def upload_instances(
             f"{len(files)} files in one request; the limit is {limits.max_upload_files}: "
             "split the upload (RADCHECK_STORAGE__MAX_UPLOAD_FILES)."
         )
-    limits_of_decode = decode_limits(limits.max_inflated_bytes, limits.max_pixel_bytes)
+    limits_of_decode = decode_limits(settings)
     accepted: list[InstanceResult] = []
     rejected: list[RejectedFile] = []
     statuses: list[int] = []
