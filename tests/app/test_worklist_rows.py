@@ -84,9 +84,8 @@ def assert_worklist_agrees(db: Database) -> None:
         assert want[nxt][1] > 0
 
 
-def test_rows_follow_checks_and_reviews(settings: Settings, rg1_path: Path) -> None:
-    db = Database(settings.database_url)
-    worker = Worker(
+def make_worker(db: Database, settings: Settings) -> Worker:
+    return Worker(
         db,
         lambda: build_pipeline(settings),
         files_dir=settings.files_dir,
@@ -94,6 +93,11 @@ def test_rows_follow_checks_and_reviews(settings: Settings, rg1_path: Path) -> N
         poll_interval_s=0.05,
         quiet_period_s=0,
     )
+
+
+def test_rows_follow_checks_and_reviews(settings: Settings, rg1_path: Path) -> None:
+    db = Database(settings.database_url)
+    worker = make_worker(db, settings)
     rng = random.Random(7)
     uids = [add_study(db, settings, rg1_path, i) for i in range(4)]  # each with a flagged report
     assert_worklist_agrees(db)  # studies without a check: on the list, nothing open
@@ -142,14 +146,7 @@ def test_rows_follow_checks_and_reviews(settings: Settings, rg1_path: Path) -> N
 
 def test_migration_backfill_matches_the_services(settings: Settings, rg1_path: Path) -> None:
     db = Database(settings.database_url)
-    worker = Worker(
-        db,
-        lambda: build_pipeline(settings),
-        files_dir=settings.files_dir,
-        lease_s=30,
-        poll_interval_s=0.05,
-        quiet_period_s=0,
-    )
+    worker = make_worker(db, settings)
     uids = [add_study(db, settings, rg1_path, i) for i in range(3)]
     for uid in uids[:2]:
         with db.session() as session:
@@ -193,14 +190,7 @@ def test_migration_backfill_matches_the_services(settings: Settings, rg1_path: P
 )
 def test_filters_read_the_rows(settings: Settings, rg1_path: Path, flt: WorklistFilter) -> None:
     db = Database(settings.database_url)
-    worker = Worker(
-        db,
-        lambda: build_pipeline(settings),
-        files_dir=settings.files_dir,
-        lease_s=30,
-        poll_interval_s=0.05,
-        quiet_period_s=0,
-    )
+    worker = make_worker(db, settings)
     uid = add_study(db, settings, rg1_path, 1)
     with db.session() as session:
         jobs.request_check(session, study_uid=uid, actor="t", max_attempts=3, report_version=None)
