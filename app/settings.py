@@ -394,7 +394,13 @@ class ApiSettings(BaseModel):
     max_connections_per_peer: Annotated[int, Field(ge=0)] = Field(
         default=64,
         description="Open connections one client address may hold; more get 503. 0: no bound "
-        "(behind a reverse proxy every client has the proxy's address: raise it or use 0).",
+        "(behind a reverse proxy every client has the proxy's address: raise it or use 0). "
+        "Counted per API process.",
+    )
+    processes: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="API processes sharing the port (about one per core). Above 1 the check "
+        "worker, when in-process, runs as its own process instead.",
     )
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Annotated
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -30,19 +31,24 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="The API key as a bearer token.")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_store(request: Request) -> ContentStore:
+async def get_store(request: Request) -> ContentStore:
     store: ContentStore = request.app.state.store
     return store
+
+
+# Dependencies that only read the request or the app's state are coroutines: FastAPI runs a plain
+# function dependency in the thread pool, and every such hop waits for the GIL under load. What
+# touches the database (the session, a credential lookup) stays off the event loop.
 
 
 def get_session(request: Request, db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
@@ -52,7 +58,7 @@ def get_session(request: Request, db: Annotated[Database, Depends(get_db)]) -> I
         yield session
 
 
-def get_read_audit(request: Request) -> ReadAuditBuffer:
+async def get_read_audit(request: Request) -> ReadAuditBuffer:
     buffer: ReadAuditBuffer = request.app.state.read_audit
     return buffer
 
@@ -66,7 +72,7 @@ StoreDep = Annotated[ContentStore, Depends(get_store)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     db: DbDep,
     header_key: Annotated[str | None, Security(_api_key_header)],
@@ -77,7 +83,7 @@ def get_principal(
     if isinstance(found, Principal):
         return found
     key = header_key or (bearer.credentials if bearer is not None else None)
-    return resolve_principal(request, db, key)
+    return await run_in_threadpool(resolve_principal, request, db, key)
 
 
 def principal_of_request(request: Request) -> Principal:
@@ -86,7 +92,8 @@ def principal_of_request(request: Request) -> Principal:
     if not key:
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         key = credentials.strip() if scheme.lower() == "bearer" else None
-    return resolve_principal(request, get_db(request), key)
+    db: Database = request.app.state.db
+    return resolve_principal(request, db, key)
 
 
 def resolve_principal(request: Request, db: Database, key: str | None) -> Principal:
@@ -117,7 +124,7 @@ def resolve_principal(request: Request, db: Database, key: str | None) -> Princi
                 return found
         return None
 
-    principal = db.run(resolve, immediate=False)
+    principal = db.lookup(resolve)
     if principal is None:
         raise HTTPException(
             status_code=401,
@@ -161,11 +168,11 @@ def _user_principal(request: Request, db: Database, token: str) -> Principal:
     )
 
 
-def require_roles(*roles: Role) -> Callable[..., Principal]:
+def require_roles(*roles: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
     """A dependency that admits only the given roles (admin is always admitted)."""
     allowed = {Role.ADMIN, *roles}
 
-    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise HTTPException(

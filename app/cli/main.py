@@ -97,22 +97,36 @@ def serve(
         bool,
         typer.Option("--ui/--no-ui", help="Also start the dashboard (RADCHECK_UI__HOST/PORT)"),
     ] = True,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="API processes sharing the port (RADCHECK_API__PROCESSES)"
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (with an in-process check worker on the embedded default) and the dashboard."""
     import uvicorn
 
     from app.api import create_app
-    from app.api.connections import ConnectionLimits, guarded_protocol
-    from app.cli.ui import default_api_url, port_free, start_dashboard
+    from app.api.connections import guarded_protocol
+    from app.cli.serving import connection_limits, worker_command
+    from app.cli.ui import default_api_url, port_free, start_child, start_dashboard
     from app.db.migrate import SchemaOutdatedError
 
     settings = settings_or_exit()
     if migrate:
         _upgrade(settings)
+    n_processes = processes or settings.api.processes
     try:
-        app = create_app(settings, run_worker=worker)
+        # With several processes this one only supervises; building the app here still checks
+        # the schema (and the model configuration) before any of them starts.
+        app = create_app(settings, run_worker=worker if n_processes == 1 else False)
     except SchemaOutdatedError as exc:
         fail(str(exc))
+    children = []
+    if n_processes > 1 and (settings.worker.in_process if worker is None else worker):
+        children.append(start_child(worker_command()))
+        logger.info("check worker started as its own process (--processes %d)", n_processes)
     dashboard = None
     if ui:
         ui_host, ui_port = settings.ui.host, settings.ui.port
@@ -127,28 +141,37 @@ def serve(
                 ui_host,
                 ui_port,
             )
+    if dashboard is not None:
+        children.append(dashboard)
+    bind_host, bind_port = host or settings.api.host, port or settings.api.port
     try:
-        uvicorn.run(
-            app,
-            host=host or settings.api.host,
-            port=port or settings.api.port,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-            http=guarded_protocol(
-                ConnectionLimits(
-                    header_timeout_s=settings.api.header_timeout_s,
-                    read_timeout_s=settings.api.read_timeout_s,
-                    max_connections_per_peer=settings.api.max_connections_per_peer,
-                )
-            ),
-        )
+        if n_processes == 1:
+            uvicorn.run(
+                app,
+                host=bind_host,
+                port=bind_port,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+                http=guarded_protocol(connection_limits(settings)),
+            )
+        else:
+            uvicorn.run(
+                "app.cli.serving:api_process",
+                factory=True,
+                workers=n_processes,
+                host=bind_host,
+                port=bind_port,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+                http="app.cli.serving:SharedPortProtocol",
+            )
     finally:
-        if dashboard is not None:
-            dashboard.terminate()
+        for child in children:
+            child.terminate()
             try:
-                dashboard.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - the dashboard is stopped either way
-                dashboard.kill()
+                child.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - the child is stopped either way
+                child.kill()
 
 
 @cli.command("ui")

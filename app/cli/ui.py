@@ -77,6 +77,10 @@ def _die_with_parent() -> None:
 
 def start_dashboard(host: str, port: int, api_url: str) -> subprocess.Popen[bytes]:
     """The dashboard as a child process that stops when its parent stops (even on SIGKILL)."""
-    env = {**os.environ, "RADCHECK_UI__API_URL": api_url}
+    return start_child(dashboard_command(host, port), {"RADCHECK_UI__API_URL": api_url})
+
+
+def start_child(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A child process that stops when its parent stops (even on SIGKILL)."""
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    return subprocess.Popen(dashboard_command(host, port), env=env, preexec_fn=preexec)
+    return subprocess.Popen(command, env={**os.environ, **(env or {})}, preexec_fn=preexec)

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from app.db.audit_chain import advance, row_digest
+from app.db.audit_chain import ChainContent, advance
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -343,19 +343,19 @@ def _chain_audit_event(_mapper: Any, connection: Connection, target: AuditEvent)
         target.at = utcnow()
     if target.details is None:
         target.details = {}
-    target.seq, target.prev_hash, target.row_hash = advance(
+    ((target.seq, target.prev_hash, target.row_hash),) = advance(
         connection,
-        lambda seq, prev: row_digest(
-            prev,
-            seq=seq,
-            at=target.at,
-            actor=target.actor,
-            action=target.action,
-            study_id=target.study_id,
-            object_type=target.object_type,
-            object_id=target.object_id,
-            details=target.details,
-        ),
+        [
+            ChainContent(
+                at=target.at,
+                actor=target.actor,
+                action=target.action,
+                study_id=target.study_id,
+                object_type=target.object_type,
+                object_id=target.object_id,
+                details=target.details,
+            )
+        ],
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -56,6 +56,38 @@ def _tighten(path: Path) -> None:
             continue
 
 
+IDLE_PING_S = 1.0
+"""A pooled connection idle this long is pinged before use (a restarted server dropped it)."""
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling without a round trip per checkout: a connection that came
+    back to the pool less than ``IDLE_PING_S`` ago is handed out as is (under load, nearly every
+    one), an older one answers ``SELECT 1`` first or is replaced. A server that went away between
+    two busy requests fails one statement, which SQLAlchemy reads as a disconnect and answers by
+    invalidating the pool, so the next request connects afresh."""
+
+    @event.listens_for(engine, "checkin")
+    def returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is None or time.monotonic() - returned_at < IDLE_PING_S:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            if not getattr(dbapi_connection, "autocommit", True):
+                dbapi_connection.rollback()  # end the ping's implicit transaction
+        except Exception as exc:  # any failure: the pool retries with a new connection
+            raise DisconnectionError(f"pooled connection is gone: {type(exc).__name__}") from exc
+
+
 def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
     """An engine with the pragmas RadCheck relies on (SQLite: WAL, foreign keys, busy timeout)."""
     parsed = make_url(url)
@@ -74,14 +106,11 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> En
             event.listen(engine, "connect", lambda *_: _tighten(db_path))
         return engine
     # hide_parameters: error messages and tracebacks never carry bound values (report text, PHI).
-    return create_engine(
-        url,
-        echo=echo,
-        hide_parameters=True,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+    engine = create_engine(
+        url, echo=echo, hide_parameters=True, pool_size=pool_size, max_overflow=pool_size
     )
+    _ping_when_idle(engine)
+    return engine
 
 
 class Database:
@@ -91,6 +120,9 @@ class Database:
         self.url = url
         self.engine = create_db_engine(url, pool_size=pool_size, echo=echo)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._lookups = sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
@@ -129,6 +161,13 @@ class Database:
                     raise
                 time.sleep(0.01 * attempt * attempt)
         raise AssertionError("unreachable")
+
+    def lookup(self, work: Callable[[Session], T]) -> T:
+        """Run a short read (a credential lookup, with its occasional bookkeeping write) outside
+        a transaction: each statement commits by itself, so a lookup is one round trip on
+        PostgreSQL instead of three (BEGIN, the query, COMMIT)."""
+        with self._lookups() as session:
+            return work(session)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -13,7 +13,7 @@ from app.services.errors import NotFoundError
 from medvlm.checking import Grounding
 from medvlm.grounding import heatmap_png
 
-__all__ = ["get_grounding", "heatmap_url", "link_boxes", "list_groundings", "store_groundings"]
+__all__ = ["get_grounding", "heatmap_url", "link_boxes", "store_groundings"]
 
 
 def heatmap_url(job_id: int, grounding_id: int) -> str:
@@ -69,18 +69,6 @@ def link_boxes(evidence: dict[str, Any], job_id: int, ids: dict[int, int]) -> di
     if isinstance(grounding, dict):
         evidence["grounding"] = link(grounding)
     return evidence
-
-
-def list_groundings(session: Session, job_id: int) -> list[GroundingRecord]:
-    if session.get(CheckJob, job_id) is None:
-        raise NotFoundError(f"No check job {job_id}.")
-    return list(
-        session.scalars(
-            select(GroundingRecord)
-            .where(GroundingRecord.check_job_id == job_id)
-            .order_by(GroundingRecord.position)
-        )
-    )
 
 
 def get_grounding(

@@ -1,4 +1,11 @@
-"""Read-side use cases: study lists and study details (each read is audited)."""
+"""Read-side use cases: study lists, study details and check details (each read is audited).
+
+Reads select columns, not ORM entities: a study read builds no identity map, runs no loader
+strategies and decodes no column the answer does not show, which is most of a read's CPU on the
+API's hot path (bench/api_load.py). Each function answers plain mappings in the relationships'
+order (series by number, instances by number, report versions, checks and flags by id, reviews
+by id, groundings by position); the API shapes them into its response models.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,25 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, exists, func, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy import ColumnElement, Select, exists, func, inspect, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from app.db.models import CheckJob, Flag, Instance, Report, Review, Series, Study
+from app.db.models import (
+    Base,
+    CheckJob,
+    Flag,
+    GroundingRecord,
+    Instance,
+    Report,
+    Review,
+    Series,
+    Study,
+)
 from app.services.errors import NotFoundError
 
-__all__ = ["StudyFilter", "get_study", "list_studies"]
+__all__ = ["Row", "StudyFilter", "list_studies", "read_check", "read_study"]
+
+Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -72,7 +91,7 @@ def list_studies(session: Session, flt: StudyFilter) -> tuple[list[dict[str, Any
     rows = session.execute(
         _apply(
             select(
-                Study,
+                *_columns(Study, "patient_id", "patient_name", "updated_at"),
                 images.label("images"),
                 reports.label("report_versions"),
                 latest_status.label("latest_check_status"),
@@ -90,44 +109,131 @@ def list_studies(session: Session, flt: StudyFilter) -> tuple[list[dict[str, Any
         return [], total
     items = [
         {
-            "study_instance_uid": s.study_instance_uid,
-            "accession_number": s.accession_number,
-            "study_date": s.study_date,
-            "study_description": s.study_description,
-            "status": s.status,
-            "images": n_images or 0,
-            "report_versions": n_reports or 0,
-            "latest_check_status": status,
-            "open_flags": n_open or 0,
-            "created_at": s.created_at,
-            "last_instance_at": s.last_instance_at,
+            **row,
+            "images": row["images"] or 0,
+            "report_versions": row["report_versions"] or 0,
+            "open_flags": row["open_flags"] or 0,
         }
-        for s, n_images, n_reports, status, n_open, _total in rows
+        for row in (r._mapping for r in rows)
     ]
     return items, int(rows[0].total)
 
 
-def get_study(session: Session, study_uid: str) -> Study:
-    """The study with its images, report versions, checks and flags (loaded eagerly).
+def _columns(model: type[Base], *without: str) -> list[InstrumentedAttribute[Any]]:
+    """The model's mapped columns (by attribute name) bar ``without`` and deferred ones (blobs)."""
+    return [
+        getattr(model, attr.key)
+        for attr in inspect(model).column_attrs
+        if attr.key not in without and not attr.deferred
+    ]
 
-    The caller audits the read (``ReadAuditBuffer``).
-    """
-    # Four queries whatever the study's size: study + series + instances (joined), report
-    # versions, checks + flags + reviews (joined), groundings.
-    study = (
-        session.scalars(
-            select(Study)
-            .where(Study.study_instance_uid == study_uid)
-            .options(
-                joinedload(Study.series).joinedload(Series.instances),
-                selectinload(Study.reports),
-                selectinload(Study.jobs).joinedload(CheckJob.flags).joinedload(Flag.reviews),
-                selectinload(Study.jobs).selectinload(CheckJob.groundings),
-            )
+
+_REVIEW = [c.label(f"review_{c.key}") for c in _columns(Review, "flag_id")]
+
+
+def read_study(session: Session, study_uid: str) -> Row:
+    """The study with its images (``series_*`` beside each instance's columns), report versions
+    and checks (each with its flags, their reviews, and its groundings): five statements whatever
+    the study's size. The caller audits the read (``ReadAuditBuffer``)."""
+    rows = session.execute(
+        select(
+            *_columns(Study, "patient_id", "patient_name", "updated_at"),
+            Series.series_instance_uid,
+            Series.series_number,
+            Series.modality,
+            *(
+                c.label(f"instance_{c.key}")
+                for c in _columns(Instance, "attributes", "storage_path")
+            ),
         )
-        .unique()
-        .one_or_none()
-    )
-    if study is None:
+        .outerjoin(Series, Series.study_id == Study.id)
+        .outerjoin(Instance, Instance.series_id == Series.id)
+        .where(Study.study_instance_uid == study_uid)
+        .order_by(Series.series_number, Series.id, Instance.instance_number, Instance.id)
+    ).all()
+    if not rows:
         raise NotFoundError(f"No study with StudyInstanceUID {study_uid!r}.")
+    first = rows[0]._mapping
+    study: Row = {
+        c.key: first[c.key] for c in _columns(Study, "patient_id", "patient_name", "updated_at")
+    }
+    study["images"] = [
+        {
+            **{k.removeprefix("instance_"): v for k, v in m.items() if k.startswith("instance_")},
+            "series_instance_uid": m["series_instance_uid"],
+            "series_number": m["series_number"],
+            "modality": m["modality"],
+        }
+        for m in (r._mapping for r in rows)
+        if m["instance_id"] is not None
+    ]
+    study["reports"] = [
+        dict(r._mapping)
+        for r in session.execute(
+            select(*_columns(Report)).where(Report.study_id == study["id"]).order_by(Report.version)
+        )
+    ]
+    study["checks"] = _checks(
+        session,
+        CheckJob.study_id == study["id"],
+        Flag.study_id == study["id"],
+        GroundingRecord.study_id == study["id"],
+    )
     return study
+
+
+def read_check(session: Session, job_id: int) -> Row:
+    """One check with its flags (each with its reviews) and groundings: three statements."""
+    found = _checks(
+        session,
+        CheckJob.id == job_id,
+        Flag.check_job_id == job_id,
+        GroundingRecord.check_job_id == job_id,
+    )
+    if not found:
+        raise NotFoundError(f"No check job {job_id}.")
+    return found[0]
+
+
+def _checks(
+    session: Session,
+    jobs_where: ColumnElement[bool],
+    flags_where: ColumnElement[bool],
+    groundings_where: ColumnElement[bool],
+) -> list[Row]:
+    jobs = [
+        {**r._mapping, "flags": [], "groundings": []}
+        for r in session.execute(
+            select(*_columns(CheckJob, "lease_owner", "lease_expires_at"))
+            .where(jobs_where)
+            .order_by(CheckJob.id)
+        )
+    ]
+    if not jobs:
+        return []
+    by_id = {job["id"]: job for job in jobs}
+    flags: dict[int, Row] = {}
+    for r in session.execute(
+        select(*_columns(Flag, "key"), *_REVIEW)
+        .outerjoin(Review, Review.flag_id == Flag.id)
+        .where(flags_where)
+        .order_by(Flag.id, Review.id)
+    ):
+        m = r._mapping
+        flag = flags.get(m["id"])
+        if flag is None:
+            flag = {k: v for k, v in m.items() if not k.startswith("review_")}
+            flag["reviews"] = []
+            flags[m["id"]] = flag
+            by_id[m["check_job_id"]]["flags"].append(flag)
+        if m["review_id"] is not None:
+            flag["reviews"].append(
+                {k.removeprefix("review_"): v for k, v in m.items() if k.startswith("review_")}
+            )
+    for r in session.execute(
+        select(*_columns(GroundingRecord))
+        .where(groundings_where)
+        .order_by(GroundingRecord.check_job_id, GroundingRecord.position)
+    ):
+        by_id[r.check_job_id]["groundings"].append(dict(r._mapping))
+    return jobs

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from app.api.deps import DbDep, Integrator, ReadAuditDep, Requester, SessionDep, SettingsDep
 from app.api.errors import ErrorBody
 from app.api.routes.studies import check_out
 from app.api.schemas import CheckOut, CheckRequest, IdPath, UidPath
-from app.db.models import CheckJob, Flag
-from app.services.errors import NotFoundError
 from app.services.jobs import request_check, retry_check
+from app.services.queries import read_check
 
 router = APIRouter(tags=["checks"])
 
@@ -42,8 +41,7 @@ def post_check(
             report_version=body.report_version if body else None,
         )
         session.flush()
-        session.refresh(job)
-        return check_out(job), created
+        return check_out(read_check(session, job.id)), created
 
     out, created = db.run(work)
     if not created:
@@ -60,21 +58,14 @@ def post_check(
 def get_check(
     job_id: IdPath, session: SessionDep, principal: Requester, reads: ReadAuditDep
 ) -> CheckOut:
-    job = session.get(
-        CheckJob,
-        job_id,
-        options=[selectinload(CheckJob.flags).selectinload(Flag.reviews)],
-    )
-    if job is None:
-        raise NotFoundError(f"No check job {job_id}.")
+    job = read_check(session, job_id)
     reads.add(
         actor=principal.actor,
         action="check.read",
-        study_id=job.study_id,
+        study_id=job["study_id"],
         object_type="check_job",
-        object_id=job.id,
+        object_id=job_id,
     )
-
     return check_out(job)
 
 
@@ -88,4 +79,4 @@ def get_check(
 def post_retry(job_id: IdPath, session: SessionDep, principal: Integrator) -> CheckOut:
     job = retry_check(session, job_id=job_id, actor=principal.actor)
     session.flush()
-    return check_out(job)
+    return check_out(read_check(session, job.id))

@@ -9,7 +9,8 @@ from app.api.errors import ErrorBody
 from app.api.routes.studies import grounding_out
 from app.api.schemas import GroundingOut, IdPath
 from app.services.errors import NotFoundError
-from app.services.groundings import get_grounding, list_groundings
+from app.services.groundings import get_grounding
+from app.services.queries import read_check
 
 router = APIRouter(prefix="/checks/{job_id}/groundings", tags=["checks"])
 
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/checks/{job_id}/groundings", tags=["checks"])
     responses={404: {"model": ErrorBody}},
 )
 def get_groundings(job_id: IdPath, session: SessionDep, principal: Requester) -> list[GroundingOut]:
-    return [grounding_out(row) for row in list_groundings(session, job_id)]
+    return [grounding_out(row) for row in read_check(session, job_id)["groundings"]]
 
 
 @router.get(

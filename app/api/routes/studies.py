@@ -12,9 +12,7 @@ from app.api.errors import ErrorBody
 from app.api.schemas import (
     MAX_ID,
     CheckOut,
-    FlagOut,
     GroundingOut,
-    ImageOut,
     ReportIn,
     ReportOut,
     StudyDetail,
@@ -23,9 +21,9 @@ from app.api.schemas import (
     UidPath,
     boxes_of,
 )
-from app.db.models import CheckJob, GroundingRecord, Study, StudyStatus
+from app.db.models import StudyStatus
 from app.services.groundings import heatmap_url
-from app.services.queries import StudyFilter, get_study, list_studies
+from app.services.queries import Row, StudyFilter, list_studies, read_study
 from app.services.reports import ReportSubmission, submit_report
 
 router = APIRouter(prefix="/studies", tags=["studies"])
@@ -33,57 +31,48 @@ router = APIRouter(prefix="/studies", tags=["studies"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
 
 
-def check_out(job: CheckJob) -> CheckOut:
-    out = CheckOut.model_validate(job)
-    out.flags = [
-        FlagOut.model_validate(flag).model_copy(
-            update={
-                "verification_status": "reviewed" if flag.reviews else "unverified",
-                "boxes": boxes_of(flag.evidence),
-            }
-        )
-        for flag in job.flags
-    ]
-    out.groundings = [grounding_out(g) for g in job.groundings]
-    return out
+def check_out(job: Row) -> CheckOut:
+    """A check as read by ``app.services.queries`` (flags with reviews, groundings)."""
+    return CheckOut.model_validate(
+        {
+            **job,
+            "flags": [
+                {
+                    **flag,
+                    "verification_status": "reviewed" if flag["reviews"] else "unverified",
+                    "boxes": boxes_of(flag["evidence"]),
+                }
+                for flag in job["flags"]
+            ],
+            "groundings": [grounding_out(g) for g in job["groundings"]],
+        }
+    )
 
 
-def grounding_out(row: GroundingRecord) -> GroundingOut:
-    out = GroundingOut.model_validate(row)
-    if row.status != "failed" and row.source == "relevance":
-        out.heatmap_url = heatmap_url(row.check_job_id, row.id)
-    return out
+def grounding_out(row: Row) -> GroundingOut:
+    relevance_map = row["status"] != "failed" and row["source"] == "relevance"
+    return GroundingOut.model_validate(
+        {
+            **row,
+            "heatmap_url": heatmap_url(row["check_job_id"], row["id"]) if relevance_map else None,
+        }
+    )
 
 
-def study_detail(study: Study) -> StudyDetail:
-    images = [
-        ImageOut(
-            sop_instance_uid=inst.sop_instance_uid,
-            series_instance_uid=series.series_instance_uid,
-            series_number=series.series_number,
-            instance_number=inst.instance_number,
-            modality=series.modality,
-            kind=inst.kind,
-            eligible_for_model=inst.eligible,
-            reasons=list(inst.eligibility_reasons),
-            header=inst.header,
-            sha256=inst.sha256,
-            received_at=inst.received_at,
-        )
-        for series in study.series
-        for inst in series.instances
-    ]
-    return StudyDetail(
-        study_instance_uid=study.study_instance_uid,
-        accession_number=study.accession_number,
-        study_date=study.study_date,
-        study_description=study.study_description,
-        status=study.status,
-        created_at=study.created_at,
-        last_instance_at=study.last_instance_at,
-        images=images,
-        reports=[ReportOut.model_validate(r) for r in study.reports],
-        checks=[check_out(job) for job in study.jobs],
+def study_detail(study: Row) -> StudyDetail:
+    return StudyDetail.model_validate(
+        {
+            **study,
+            "images": [
+                {
+                    **image,
+                    "eligible_for_model": image["eligible"],
+                    "reasons": image["eligibility_reasons"],
+                }
+                for image in study["images"]
+            ],
+            "checks": [check_out(job) for job in study["checks"]],
+        }
     )
 
 
@@ -129,8 +118,8 @@ def studies(
 def study(
     study_uid: UidPath, session: SessionDep, principal: Reader, reads: ReadAuditDep
 ) -> StudyDetail:
-    found = get_study(session, study_uid)
-    reads.add(actor=principal.actor, action="study.read", study_id=found.id, object_type="study")
+    found = read_study(session, study_uid)
+    reads.add(actor=principal.actor, action="study.read", study_id=found["id"], object_type="study")
     return study_detail(found)
 
 
