@@ -1,8 +1,11 @@
-"""Tests of the visual-token budget and its training-free reduction policies."""
+"""Tests of the visual-token budget (medvlm.budget) and its training-free reduction (medvlm.token_reduction)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,16 +13,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medvlm.budget import (
+    DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_TEXT_TOKEN_RESERVE,
     DEFAULT_VISUAL_TOKEN_BUDGET,
-    PartFeatures,
-    budget_arithmetic,
     choose_plan_within_budget,
-    cls_attention_from_weights,
-    estimate_memory_gib,
-    reduce_visual_tokens,
 )
 from medvlm.errors import BudgetError, MedVLMError
 from medvlm.slicing import SlicePlan
+from medvlm.token_reduction import PartFeatures, cls_attention_from_weights, reduce_visual_tokens
+
+REPO = Path(__file__).resolve().parents[2]
 
 LLAVA_RAD = {"native_size": 518, "patch_size": 14, "max_slices": 7}
 
@@ -41,16 +45,28 @@ def _parts_for(plan: SlicePlan, dim: int = 16, seed: int = 0) -> list[PartFeatur
     return parts
 
 
-def test_default_budget_arithmetic() -> None:
-    numbers = budget_arithmetic()
+def test_default_budget_is_the_context_left_after_generation_and_text() -> None:
     assert DEFAULT_VISUAL_TOKEN_BUDGET == 1500
-    assert numbers["visual_token_budget"] == (
-        numbers["context_tokens"] - numbers["max_new_tokens"] - numbers["text_token_reserve"]
+    assert DEFAULT_VISUAL_TOKEN_BUDGET == (
+        DEFAULT_CONTEXT_LENGTH - DEFAULT_MAX_NEW_TOKENS - DEFAULT_TEXT_TOKEN_RESERVE
     )
-    assert numbers["kv_cache_gib"] == 1.0
-    assert numbers["peak_gib"] == pytest.approx(12.75 + 1.0 + 0.75)
-    assert numbers["peak_gib"] < 15.0 < numbers["v100_16gb_usable_gib"]
-    assert estimate_memory_gib(0) == pytest.approx(12.75 + 0.75)
+    # docs/model.md derives the same number (and the memory it leaves on a 16 GB V100).
+    docs = (REPO / "docs" / "model.md").read_text(encoding="utf-8")
+    assert "**visual-token budget** = 2,048 - 256 - 292 | **1,500**" in docs
+
+
+def test_plan_choice_imports_without_torch() -> None:
+    # Settings and the CLI choose plans and name policies; they must not pay for torch.
+    code = (
+        "import sys; sys.modules['torch'] = None; "
+        "from medvlm.budget import choose_plan_within_budget; "
+        "print(choose_plan_within_budget(2500, 3000, native_size=518, patch_size=14, "
+        "max_slices=7).plan.grid)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "(2, 3)"
 
 
 def test_2500x3000_film_fits_the_default_budget_with_both_policies() -> None:
