@@ -9,8 +9,6 @@ re-run never duplicates flags.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +25,6 @@ from app.db.models import (
     Series,
     Study,
     StudyStatus,
-    WorkerHeartbeat,
 )
 from app.services import audit, leases
 from app.services.clock import db_now
@@ -42,7 +39,6 @@ __all__ = [
     "complete_job",
     "fail_job",
     "load_inputs",
-    "record_worker_heartbeat",
     "renew_lease",
     "request_check",
     "retry_check",
@@ -293,30 +289,3 @@ def fail_job(session: Session, *, job_id: int, worker_id: str, error: str) -> bo
         details={"error": error[:500]},
     )
     return True
-
-
-def record_worker_heartbeat(session: Session, *, worker_id: str) -> None:
-    now = db_now(session)
-    row = session.get(WorkerHeartbeat, worker_id)
-    if row is None:
-        session.add(
-            WorkerHeartbeat(
-                worker_id=worker_id,
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
-                started_at=now,
-                last_seen_at=now,
-            )
-        )
-    else:
-        row.last_seen_at = now
-
-
-def worker_alive(session: Session, *, within: timedelta, hostname: str | None = None) -> bool:
-    """Has any worker (on ``hostname``, if given) heart-beat within the last ``within``?"""
-    query = select(WorkerHeartbeat.worker_id).where(
-        WorkerHeartbeat.last_seen_at >= db_now(session) - within
-    )
-    if hostname is not None:
-        query = query.where(WorkerHeartbeat.hostname == hostname)
-    return session.scalar(query.limit(1)) is not None
