@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_voi_lut
 
 import dicom_io
 from dicom_io import NotEligibleError
@@ -136,12 +138,18 @@ def test_read_and_render_returns_none_for_non_images() -> None:
     assert rendered is None and inst.kind is dicom_io.InstanceKind.STRUCTURED_REPORT
 
 
-def test_window_formula_matches_dicom_linear() -> None:
-    values = np.array([[-1000.0, 39.5, 40.0, 40.5, 1000.0]], dtype=np.float32)
-    out, record = Window(center=40.0, width=401.0)(values)
-    assert out[0, 0] == 0.0 and out[0, -1] == 1.0
-    assert out[0, 2] == pytest.approx(0.50125, abs=1e-5)  # ((40 - 39.5) / 400) + 0.5
-    assert record["function"] == "LINEAR"
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_window_matches_pydicom_apply_voi_lut(function: str) -> None:
+    # The oracle is pydicom's VOI LUT (PS3.3 C.11.2.1.2), scaled from its 16-bit output to [0, 1].
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored, voi.PixelRepresentation = 16, 0
+    voi.WindowCenter, voi.WindowWidth, voi.VOILUTFunction = 40.0, 401.0, function
+    values = np.linspace(-1000.0, 1000.0, 4001)[None, :]
+    expected = apply_voi_lut(values, voi) / 65535.0
+    out, record = Window(center=40.0, width=401.0, function=function)(values)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert record["function"] == function
 
 
 def test_transforms_do_not_mutate_their_input() -> None:
