@@ -57,6 +57,17 @@ def _renew(session: Session, row_id: int, worker_id: str) -> bool:
     )
 
 
+def _abandon(session: Session, *, max_attempts: int) -> list[PacsRetrieval]:
+    now = db_now(session)
+    return leases.abandon_exhausted(
+        session,
+        PacsRetrieval,
+        stale=leases.expired(PacsRetrieval, now),
+        exhausted=PacsRetrieval.attempts >= max_attempts,
+        now=now,
+    )
+
+
 def test_a_row_is_taken_once_and_again_only_after_its_lease_expires(db: Database) -> None:
     row_id = _queued(db)
     with db.session() as session:
@@ -93,23 +104,8 @@ def test_stale_rows_without_attempts_left_are_failed_and_released(db: Database) 
     with db.session() as session:
         assert _claim(session, "a", lease=timedelta(seconds=-1)) == row_id
     with db.session() as session:
-        now = db_now(session)
-        kept = leases.abandon_exhausted(
-            session,
-            PacsRetrieval,
-            stale=leases.expired(PacsRetrieval, now),
-            exhausted=PacsRetrieval.attempts >= 2,
-            now=now,
-        )
-        assert kept == []  # one attempt so far: it may run again
-        abandoned = leases.abandon_exhausted(
-            session,
-            PacsRetrieval,
-            stale=leases.expired(PacsRetrieval, now),
-            exhausted=PacsRetrieval.attempts >= 1,
-            now=now,
-        )
-        assert [row.id for row in abandoned] == [row_id]
+        assert _abandon(session, max_attempts=2) == []  # one attempt so far: it may run again
+        assert [row.id for row in _abandon(session, max_attempts=1)] == [row_id]
     with db.session() as session:
         row = session.get(PacsRetrieval, row_id)
         assert row is not None and row.status == JobStatus.FAILED and row.finished_at is not None
