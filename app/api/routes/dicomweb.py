@@ -37,7 +37,7 @@ from app.services.dicomweb import (
     search_series,
     search_studies,
 )
-from app.services.errors import InvalidInputError, PayloadTooLargeError
+from app.services.errors import InvalidInputError, PayloadTooLargeError, StorageFullError
 from app.services.images import MAX_SIZE, DisplayRequest
 from app.services.ingest import decode_limits
 from app.services.storage import ContentStore
@@ -86,8 +86,9 @@ STOW_DESCRIPTION = (
     "built from RADCHECK_DICOMWEB__PUBLIC_BASE_URL) and FailedSOPSequence. 200: all stored; 202: "
     "some failed; 409: none stored; 415: not multipart/related application/dicom. Failure reasons: "
     "0xC000 cannot understand, 0xA900 missing/invalid element or (path form) another study's "
-    "instance, 0xC122 transfer syntax, 0xA700 too large / too many parts / disk full, 0x0111 same "
-    "SOP Instance UID with different content, 0x0110 processing failure."
+    "instance, 0xC122 transfer syntax, 0xA700 too large / too many parts, 0x0111 same "
+    "SOP Instance UID with different content, 0x0110 processing failure. A full disk stops the "
+    "request: 507 in the API's error shape, saying how many instances were stored before it."
 )
 
 STOW_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -97,6 +98,7 @@ STOW_RESPONSES: dict[int | str, dict[str, object]] = {
     409: {"content": {DICOM_JSON: {}}, "description": "No instance stored"},
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
     415: {"model": ErrorBody, "description": "Not multipart/related; type=application/dicom"},
+    507: {"model": ErrorBody, "description": "The disk is full; the rest was not stored"},
 }
 
 
@@ -162,6 +164,15 @@ async def _stow(
         )
     except InvalidInputError as exc:
         return error_response(request, 400, "bad_request", str(exc))
+    except StorageFullError as exc:
+        stored = sum(1 for r in results if r.outcome is not None)
+        return error_response(
+            request,
+            507,
+            "insufficient_storage",
+            f"{exc} ({stored} instances of this request were stored before the disk filled: "
+            "re-send the rest.)",
+        )
     finally:
         receiver.cleanup()
 
