@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -182,6 +183,113 @@ class ModelSettings(BaseModel):
                 "backend 'openai' needs RADCHECK_MODEL__OPENAI_BASE_URL (e.g. http://gpu-node:8001/v1)"
             )
         return self
+
+
+MODEL_SERVER_API_KEY_ENV = "RADCHECK_MODEL_SERVER_API_KEY"
+"""The environment variable ``radcheck model serve`` reads its API key from by default."""
+MIN_API_KEY_LENGTH = 16
+"""The shortest API key the model server accepts (characters)."""
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - only with an API key, and documented
+
+_NEW_KEY_HINT = "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback interface (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ModelServerSettings(BaseModel):
+    """How ``radcheck model serve`` binds and authenticates: the one place its security rule lives.
+
+    The key comes from the environment only (never the command line, which ``ps`` shows) and has
+    at least :data:`MIN_API_KEY_LENGTH` characters. Without a key the default interface is
+    loopback and any other interface is refused (anyone who can reach the port could use the
+    model), unless RadCheck API keys (``radcheck_keys``) authenticate every request; with a key
+    the default is every interface.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str | None = Field(default=None, description="Interface asked for (None: the default).")
+    port: Annotated[int, Field(ge=0, lt=65536)] = 8001
+    api_key: SecretStr | None = None
+    api_key_env: str = Field(
+        default=MODEL_SERVER_API_KEY_ENV, description="The variable the key was read from."
+    )
+    radcheck_keys: bool = False
+
+    @property
+    def bind(self) -> str:
+        """The interface to bind: ``host``, else every interface with a key, else loopback."""
+        return self.host or (ALL_INTERFACES if self.api_key is not None else LOOPBACK)
+
+    @property
+    def unauthenticated(self) -> bool:
+        """Whether anyone who reaches the port may use the model (loopback only, by the rule)."""
+        return self.api_key is None and not self.radcheck_keys
+
+    @model_validator(mode="after")
+    def _key_or_loopback(self) -> ModelServerSettings:
+        if self.api_key is not None and len(key := self.api_key.get_secret_value()) < (
+            MIN_API_KEY_LENGTH
+        ):
+            raise ValueError(
+                f"the API key in {self.api_key_env} has {len(key)} characters, fewer than "
+                f"{MIN_API_KEY_LENGTH}: use a random one ({_NEW_KEY_HINT})"
+            )
+        if self.unauthenticated and not is_loopback(self.bind):
+            raise ValueError(
+                f"refusing to serve the model on {self.bind}:{self.port} without an API key "
+                "(anyone who can reach it could use the model): set "
+                f"{MODEL_SERVER_API_KEY_ENV} (or --api-key-env VAR) to a random key of "
+                f"{MIN_API_KEY_LENGTH}+ characters, or bind --host {LOOPBACK}"
+            )
+        return self
+
+    @classmethod
+    def from_environment(
+        cls,
+        host: str | None,
+        port: int,
+        api_key_env: str | None = None,
+        radcheck_keys: bool = False,
+    ) -> ModelServerSettings:
+        """Read the key from ``$api_key_env`` when named (it must then be set), else from
+        ``$RADCHECK_MODEL_SERVER_API_KEY`` when set, else none; validate the rule.
+
+        Raises:
+            ValueError: the named variable is unset, the key is too short, or a non-loopback
+                interface was asked for without any key (the message says which and what to do).
+        """
+        name = api_key_env or MODEL_SERVER_API_KEY_ENV
+        value = os.environ.get(name, "").strip()
+        if api_key_env and not value:
+            raise ValueError(
+                f"--api-key-env: environment variable {api_key_env} is not set or empty: export "
+                f"the key there (e.g. `export {api_key_env}=$(python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')`)"
+            )
+        try:
+            return cls(
+                host=host,
+                port=port,
+                api_key=SecretStr(value) if value else None,
+                api_key_env=name,
+                radcheck_keys=radcheck_keys,
+            )
+        except ValidationError as exc:
+            raise ValueError(
+                "; ".join(str(err.get("ctx", {}).get("error", err["msg"])) for err in exc.errors())
+            ) from None
 
 
 AE_TITLE_PATTERN = (
@@ -578,7 +686,7 @@ def _env_name(loc: tuple[int | str, ...]) -> str:
 
 
 # RADCHECK_ variables that are not settings of the service (tests, the model server).
-OTHER_VARIABLES = frozenset({"RADCHECK_MODEL_SERVER_API_KEY", "RADCHECK_API_KEY"})
+OTHER_VARIABLES = frozenset({MODEL_SERVER_API_KEY_ENV, "RADCHECK_API_KEY"})
 OTHER_PREFIXES = ("RADCHECK_TEST_",)
 
 

@@ -40,7 +40,7 @@ from eval.corpora import load_iu  # noqa: E402
 from eval.records import ReportRecord  # noqa: E402
 from eval.yardstick import load_icu_fixtures, run_yardstick  # noqa: E402
 from medvlm.checking import Checker, HeaderFacts  # noqa: E402
-from medvlm.reports import ParsedReport, SectionName  # noqa: E402
+from medvlm.reports import SectionName, read_report  # noqa: E402
 
 
 def header_for(report: ReportRecord) -> HeaderFacts:
@@ -54,24 +54,13 @@ def header_for(report: ReportRecord) -> HeaderFacts:
     )
 
 
-def parse_sections(checker: Checker, r: ReportRecord) -> ParsedReport:
-    return checker.parser.parse_sections(
-        {
-            SectionName.FINDINGS: r.findings,
-            SectionName.IMPRESSION: r.impression,
-            SectionName.INDICATION: r.indication,
-            SectionName.COMPARISON: r.comparison,
-        }
-    )
-
-
 # -- speed ---------------------------------------------------------------------------------------
 
 
 def bench_speed(checker: Checker, reports: list[ReportRecord], repeats: int) -> dict[str, Any]:
     work = [(r, header_for(r)) for r in reports if r.findings or r.impression]
     for r, h in work[:200]:  # warm-up
-        checker.check(parse_sections(checker, r), h)
+        checker.check(read_report(r, checker.parser), h)
     latencies: list[float] = []
     parse_ms: list[float] = []
     cpu: list[float] = []
@@ -79,7 +68,7 @@ def bench_speed(checker: Checker, reports: list[ReportRecord], repeats: int) -> 
     for _ in range(repeats):
         for r, h in work:
             t0, c0 = time.perf_counter(), time.thread_time()
-            parsed = parse_sections(checker, r)
+            parsed = read_report(r, checker.parser)
             t1 = time.perf_counter()
             checker.check(parsed, h)
             t2, c2 = time.perf_counter(), time.thread_time()

@@ -1,6 +1,9 @@
-"""RadCheck DICOM side: reading, validation, selection, pixels, networking, SR.
+"""RadCheck DICOM side: reading and validation, image selection, pixels, study completeness,
+sending (C-STORE, STOW-RS), DICOM JSON for DICOMweb, and the result objects (SR, GSPS).
 
-The public surface is ``__all__``; other packages import only from here.
+The public surface is ``__all__`` here and, for the network services (the C-STORE listener and
+PACS retrieval over DIMSE or DICOMweb), the ``__all__`` of the sub-package ``dicom_io.net``; other
+packages import only from these two.
 """
 
 from dicom_io.errors import (
@@ -44,7 +47,7 @@ from dicom_io.sr import (
     load_result_codes,
     read_flags,
 )
-from dicom_io.study import group_by_study, study_ready
+from dicom_io.study import study_ready
 from dicom_io.web import (
     QIDO_ATTRIBUTES,
     FailureReason,
@@ -103,7 +106,6 @@ __all__ = [
     "c_store",
     "dataset_json",
     "failure_reason_for",
-    "group_by_study",
     "instance_metadata",
     "load_result_codes",
     "parse_age",

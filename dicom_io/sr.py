@@ -378,6 +378,49 @@ def _observation_context(provenance: ResultProvenance) -> hd.sr.ObservationConte
     )
 
 
+def _evaluation(table: ResultCodes, name: str, value: CodeEntry) -> hd.sr.QualitativeEvaluation:
+    """A coded qualitative evaluation: ``concept_names[name]`` is ``value``."""
+    return hd.sr.QualitativeEvaluation(name=table.concept_names[name].concept, value=value.concept)
+
+
+def _text_item(name: hd.sr.CodedConcept, value: str) -> hd.sr.TextContentItem:
+    """A TEXT content item the text SR's container CONTAINS."""
+    return hd.sr.TextContentItem(
+        name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+
+
+def _unverified_sr(
+    document: type[hd.sr.Comprehensive3DSR] | type[hd.sr.EnhancedSR],
+    source: Dataset,
+    content: Any,
+    *,
+    sop_instance_uid: str,
+    instance_number: int,
+    provenance: ResultProvenance,
+    ids: ResultUids,
+    previous: list[Dataset],
+    table: ResultCodes,
+    description: str,
+) -> Dataset:
+    """One SR of the export's SR series: partial, preliminary, unverified, after its predecessors."""
+    sr = document(
+        evidence=[source],
+        content=content,
+        series_instance_uid=ids.sr_series,
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer=provenance.manufacturer,
+        is_complete=False,
+        is_final=False,
+        is_verified=False,
+        previous_versions=previous or None,
+    )
+    _mark_unverified(sr, table, description=description)
+    return sr
+
+
 def _measurement_report(
     source: Dataset,
     flags: Sequence[ResultFlag],
@@ -393,24 +436,19 @@ def _measurement_report(
         parameters=list(provenance.parameters) or None,
         manufacturer=provenance.manufacturer,
     )
-    unverified = hd.sr.QualitativeEvaluation(
-        name=table.concept_names["verification"].concept,
-        value=table.concept_names["unverified"].concept,
-    )
+    unverified = _evaluation(table, "verification", table.concept_names["unverified"])
+    source_uids = {
+        "referenced_sop_class_uid": source.SOPClassUID,
+        "referenced_sop_instance_uid": source.SOPInstanceUID,
+    }
     groups: list[Any] = []
     for i, flag in enumerate(flags):
         tracking = hd.sr.TrackingIdentifier(
             uid=flag.uid or generate_uid(), identifier=(flag.identifier or f"flag {i + 1}")[:64]
         )
         evaluations = [
-            hd.sr.QualitativeEvaluation(
-                name=table.concept_names["error_kind"].concept,
-                value=table.error_kind(flag.kind).concept,
-            ),
-            hd.sr.QualitativeEvaluation(
-                name=table.concept_names["severity"].concept,
-                value=table.severity(flag.severity).concept,
-            ),
+            _evaluation(table, "error_kind", table.error_kind(flag.kind)),
+            _evaluation(table, "severity", table.severity(flag.severity)),
             unverified,
         ]
         confidence = hd.sr.Measurement(
@@ -430,10 +468,7 @@ def _measurement_report(
             region = hd.sr.ImageRegion(
                 graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
                 graphic_data=_polyline(box),
-                source_image=hd.sr.SourceImageForRegion(
-                    referenced_sop_class_uid=source.SOPClassUID,
-                    referenced_sop_instance_uid=source.SOPInstanceUID,
-                ),
+                source_image=hd.sr.SourceImageForRegion(**source_uids),
             )
             groups.append(
                 hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
@@ -443,12 +478,7 @@ def _measurement_report(
         else:
             groups.append(
                 hd.sr.MeasurementsAndQualitativeEvaluations(
-                    source_images=[
-                        hd.sr.SourceImageForMeasurementGroup(
-                            referenced_sop_class_uid=source.SOPClassUID,
-                            referenced_sop_instance_uid=source.SOPInstanceUID,
-                        )
-                    ],
+                    source_images=[hd.sr.SourceImageForMeasurementGroup(**source_uids)],
                     **common,
                 )
             )
@@ -457,21 +487,18 @@ def _measurement_report(
         procedure_reported=codes.SCT.ImagingProcedure,
         imaging_measurements=groups,
     )
-    sr = hd.sr.Comprehensive3DSR(
-        evidence=[source],
-        content=report[0],
-        series_instance_uid=ids.sr_series,
-        series_number=SR_SERIES_NUMBER,
+    return _unverified_sr(
+        hd.sr.Comprehensive3DSR,
+        source,
+        report[0],
         sop_instance_uid=ids.measurement_report,
         instance_number=1,
-        manufacturer=provenance.manufacturer,
-        is_complete=False,
-        is_final=False,
-        is_verified=False,
-        previous_versions=previous or None,
+        provenance=provenance,
+        ids=ids,
+        previous=previous,
+        table=table,
+        description="flags, TID 1500",
     )
-    _mark_unverified(sr, table, description="flags, TID 1500")
-    return sr
 
 
 def _text_report(
@@ -482,7 +509,6 @@ def _text_report(
     previous: list[Dataset],
     table: ResultCodes,
 ) -> Dataset:
-    relation = hd.sr.RelationshipTypeValues.CONTAINS
     items: list[Any] = list(_observation_context(provenance))
     summary = (
         f"{UNVERIFIED}: {len(flags)} possible report error(s) flagged by "
@@ -492,9 +518,7 @@ def _text_report(
         else f"{UNVERIFIED}: {provenance.algorithm_name} {provenance.algorithm_version} flagged no "
         "possible report error. This is not a verification of the report."
     )
-    items.append(
-        hd.sr.TextContentItem(name=codes.DCM.Summary, value=summary, relationship_type=relation)
-    )
+    items.append(_text_item(codes.DCM.Summary, summary))
     for i, flag in enumerate(flags):
         finding = table.finding(flag.finding).meaning
         lines = [
@@ -504,39 +528,26 @@ def _text_report(
         ]
         if flag.sentence:
             lines.append(f'Flagged sentence: "{flag.sentence}"')
-        items.append(
-            hd.sr.TextContentItem(
-                name=codes.DCM.Finding, value="\n".join(lines), relationship_type=relation
-            )
-        )
+        items.append(_text_item(codes.DCM.Finding, "\n".join(lines)))
     if provenance.parameters:
-        items.append(
-            hd.sr.TextContentItem(
-                name=codes.DCM.AlgorithmParameters,
-                value="; ".join(provenance.parameters),
-                relationship_type=relation,
-            )
-        )
+        items.append(_text_item(codes.DCM.AlgorithmParameters, "; ".join(provenance.parameters)))
     container = hd.sr.ContainerContentItem(
         name=table.concept_names["unverified"].concept,
         template_id=None,
     )
     container.ContentSequence = items  # type: ignore[assignment]  # pydicom accepts a list
-    text = hd.sr.EnhancedSR(
-        evidence=[source],
-        content=container,
-        series_instance_uid=ids.sr_series,
-        series_number=SR_SERIES_NUMBER,
+    return _unverified_sr(
+        hd.sr.EnhancedSR,
+        source,
+        container,
         sop_instance_uid=ids.text_report,
         instance_number=2,
-        manufacturer=provenance.manufacturer,
-        is_complete=False,
-        is_final=False,
-        is_verified=False,
-        previous_versions=previous or None,
+        provenance=provenance,
+        ids=ids,
+        previous=previous,
+        table=table,
+        description="flags, text",
     )
-    _mark_unverified(text, table, description="flags, text")
-    return text
 
 
 def _presentation_state(

@@ -7,13 +7,9 @@ period has passed.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from dicom_io.instance import DicomInstance
-
-__all__ = ["group_by_study", "study_ready"]
+__all__ = ["study_ready"]
 
 
 def study_ready(last_instance_at: datetime, now: datetime, quiet_period: timedelta) -> bool:
@@ -32,13 +28,3 @@ def study_ready(last_instance_at: datetime, now: datetime, quiet_period: timedel
 
 def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def group_by_study(
-    instances: Iterable[DicomInstance],
-) -> dict[str, dict[str, list[DicomInstance]]]:
-    """Instances as {StudyInstanceUID: {SeriesInstanceUID: [instances...]}}, in input order."""
-    studies: dict[str, dict[str, list[DicomInstance]]] = defaultdict(lambda: defaultdict(list))
-    for instance in instances:
-        studies[instance.study_instance_uid][instance.series_instance_uid].append(instance)
-    return {study: dict(series) for study, series in studies.items()}

@@ -16,7 +16,6 @@ from eval.corpora import CorpusKind, iter_jsonl, load_corpus
 from eval.errors import DatasetError, MetricsError
 from eval.injection import InjectionConfig, SentenceSplitter, inject_corpus
 from eval.metrics import BootstrapConfig, compare_metrics, compute_metrics
-from eval.predictions import Prediction
 from eval.records import JSONDict, LabelledRow
 from eval.report import write_report
 from eval.runners import Runner, RunStats, run_rows
@@ -92,11 +91,6 @@ def read_dataset(path: Path) -> list[LabelledRow]:
     if not rows:
         raise DatasetError(f"{path}: no rows; the dataset is empty")
     return rows
-
-
-def read_predictions(path: Path) -> list[Prediction]:
-    """Read ``predictions.jsonl`` back."""
-    return [Prediction.from_dict(obj) for _, obj in iter_jsonl(path)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,10 +33,10 @@ from eval.contradictions import (
     split_sentences,
     yardstick_split,
 )
-from eval.layouts import IU_LAYOUTS, LAYOUTS, MIMIC_LAYOUTS, Rendered, render
+from eval.layouts import IU_LAYOUTS, LAYOUTS, MIMIC_LAYOUTS, render
 from eval.records import ReportRecord
 from medvlm.checking import Checker, CheckResult
-from medvlm.reports import ParsedReport, SectionName
+from medvlm.reports import ParsedReport, SectionName, read_report
 from medvlm.taxonomy import Severity
 
 __all__ = ["ICU_FIXTURES", "YardstickCounts", "run_yardstick", "wilson"]
@@ -91,19 +91,6 @@ def _same_sentence(a: str, b: str) -> bool:
     if not wa or not wb:
         return False
     return len(wa & wb) / min(len(wa), len(wb)) >= 0.7
-
-
-def _parse(checker: Checker, rendered: Rendered) -> ParsedReport:
-    if rendered.text is not None:
-        return checker.parse(rendered.text)
-    return checker.parser.parse_sections(
-        {
-            SectionName.FINDINGS: rendered.findings,
-            SectionName.IMPRESSION: rendered.impression,
-            SectionName.INDICATION: rendered.indication,
-            SectionName.COMPARISON: rendered.comparison,
-        }
-    )
 
 
 def _flag_sentences(parsed: ParsedReport, result: CheckResult) -> list[str]:
@@ -211,7 +198,7 @@ def run_yardstick(
             rendered = render(
                 layout, record.findings, record.impression, record.indication, record.comparison
             )
-            parsed = _parse(checker, rendered)
+            parsed = read_report(rendered, checker.parser)
             result = checker.check(parsed)
             checks += 1
             clean[layout]["n"] += 1
@@ -238,7 +225,7 @@ def run_yardstick(
                 rendered = render(
                     layout, case.findings, case.impression, record.indication, record.comparison
                 )
-                parsed = _parse(checker, rendered)
+                parsed = read_report(rendered, checker.parser)
                 result = checker.check(parsed)
                 checks += 1
                 caught = result.verdict_simple == "Y"
@@ -268,7 +255,7 @@ def run_yardstick(
                 rendered = render(
                     layout, removal.findings, removal.impression, record.indication, None
                 )
-                parsed = _parse(checker, rendered)
+                parsed = read_report(rendered, checker.parser)
                 result = checker.check(parsed)
                 checks += 1
                 removed.add(result.verdict_simple == "Y", _points(parsed, result, removal))
@@ -330,7 +317,7 @@ def _icu(checker: Checker, icu: Sequence[ReportRecord], seed: int) -> dict[str, 
     flagged_ids = []
     for record in icu:
         text = record.text or ""
-        result = checker.check(checker.parse(text))
+        result = checker.check(read_report(record, checker.parser))
         if result.verdict_simple == "Y":
             flagged += 1
             flagged_ids.append(record.id)
@@ -345,7 +332,7 @@ def _icu(checker: Checker, icu: Sequence[ReportRecord], seed: int) -> dict[str, 
             continue
         for layout in ("mimic_wrapped", "findings_first"):
             rendered = render(layout, case.findings, case.impression)
-            parsed = _parse(checker, rendered)
+            parsed = read_report(rendered, checker.parser)
             res = checker.check(parsed)
             injected.add(res.verdict_simple == "Y", _points(parsed, res, case))
     return {

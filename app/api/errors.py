@@ -81,7 +81,6 @@ HTTP_TYPES = {
     415: "unsupported_media_type",
     422: "invalid_input",
     423: "locked",
-    429: "too_many_requests",
     503: "unavailable",
     507: "insufficient_storage",
 }

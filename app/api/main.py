@@ -144,7 +144,8 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
                 pacs=settings.pacs,
                 limits=decode_limits(settings),
             )
-            worker.heartbeat()
+            worker.beat()
+            worker.complete_quiet_studies()
             thread = worker.start_thread()
         app.state.worker = worker
         read_audit.start()

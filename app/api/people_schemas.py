@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.schemas import AI_NOTICE, Text
+from app.db.models import DismissReason, JobStatus, ReviewDecision, Role, StudyStatus
+from medvlm.taxonomy import ErrorSubtype, Severity
 
 
 class LoginIn(BaseModel):
@@ -25,7 +27,7 @@ class UserOut(BaseModel):
 
     username: str
     name: str
-    role: str
+    role: Role
     disabled: bool = False
     locked_until: datetime | None = None
     last_login_at: datetime | None = None
@@ -42,7 +44,7 @@ class MeOut(BaseModel):
     kind: Literal["apikey", "session", "oidc"]
     name: str
     username: str | None
-    role: str
+    role: Role
     actor: str
 
 
@@ -51,15 +53,15 @@ class WorklistItem(BaseModel):
     accession_number: str | None
     study_date: str | None
     study_description: str | None
-    status: str
+    status: StudyStatus
     created_at: datetime
     latest_check_id: int | None
-    latest_check_status: str | None
+    latest_check_status: JobStatus | None
     report_version: int | None
     flags: int = Field(description="Flags of the latest check.")
     open_flags: int = Field(description="Flags of the latest check nobody has decided on yet.")
-    top_severity: str | None = Field(description="The most severe open flag's severity.")
-    subtypes: list[str]
+    top_severity: Severity | None = Field(description="The most severe open flag's severity.")
+    subtypes: list[ErrorSubtype]
 
 
 class WorklistCounts(BaseModel):
@@ -86,8 +88,8 @@ class ReviewHistoryItem(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    decision: str
-    reason: str | None
+    decision: ReviewDecision
+    reason: DismissReason | None
     comment: str | None
     reviewer: str
     created_at: datetime

@@ -9,7 +9,18 @@ from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
 from app.api.text_guard import unsafe_text
+from app.db.models import (
+    DismissReason,
+    ExportStatus,
+    JobStatus,
+    ReviewDecision,
+    StudyStatus,
+)
+from app.settings import ExportMode
+from dicom_io import InstanceKind
+from medvlm.checking.grounding import GroundingStatus
 from medvlm.reports import REPORT_FIELDS, ReportInput
+from medvlm.taxonomy import ComplexClass, ErrorSubtype, FlagSource, Severity
 
 MAX_ID = 2**31 - 1  # ids, versions and offsets are 32-bit integers in the database
 
@@ -47,7 +58,7 @@ class InstanceResult(BaseModel):
     sop_instance_uid: str
     study_instance_uid: str
     series_instance_uid: str
-    kind: str = Field(examples=["image"])
+    kind: InstanceKind = Field(examples=["image"])
     stored: bool = Field(description="False when this SOP Instance UID was already stored.")
     eligible_for_model: bool
     reasons: list[str] = Field(default_factory=list)
@@ -118,7 +129,7 @@ class ReportOut(BaseModel):
     indication: str | None
     comparison: str | None
     technique: str | None
-    result_status: str | None = Field(
+    result_status: Literal["P", "F", "C", "X"] | None = Field(
         description="HL7 result status of this version: P preliminary, F final, C corrected, "
         "X cancelled (null: not given)."
     )
@@ -138,8 +149,8 @@ class ReviewOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    decision: str
-    reason: str | None = None
+    decision: ReviewDecision
+    reason: DismissReason | None = None
     comment: str | None
     reviewer: str
     created_at: datetime
@@ -156,7 +167,7 @@ class FlagBox(BaseModel):
     )
     label: str = Field(examples=["pleural effusion"])
     space: Literal["original_pixels"] = "original_pixels"
-    source: str = Field(
+    source: Literal["relevance", "model"] = Field(
         description="relevance (a relevance map of the model's answer) or model (a box-native model)",
         examples=["relevance"],
     )
@@ -199,10 +210,10 @@ class FlagOut(BaseModel):
 
     id: int
     check_job_id: int
-    subtype: str = Field(examples=["laterality"])
-    complex_class: str = Field(examples=["substitute"])
-    severity: str = Field(examples=["critical"])
-    source: str = Field(examples=["text_rule"])
+    subtype: ErrorSubtype = Field(examples=["laterality"])
+    complex_class: ComplexClass = Field(examples=["substitute"])
+    severity: Severity = Field(examples=["critical"])
+    source: FlagSource = Field(examples=["text_rule"])
     rule_id: str
     message: str
     section: str | None
@@ -245,9 +256,9 @@ class GroundingOut(BaseModel):
     position: int
     target: str = Field(examples=["pleural_effusion"])
     label: str
-    source: str = Field(examples=["relevance"])
+    source: Literal["relevance", "model"] = Field(examples=["relevance"])
     method: str = Field(examples=["gradient_x_input"])
-    status: str = Field(description="ok, no_box or failed", examples=["ok"])
+    status: GroundingStatus = Field(description="ok, no_box or failed", examples=["ok"])
     error: str | None
     question: str
     boxes: list[dict[str, Any]]
@@ -264,12 +275,14 @@ class CheckOut(BaseModel):
 
     id: int
     report_id: int
-    status: str = Field(examples=["succeeded"])
+    status: JobStatus = Field(examples=["succeeded"])
     attempts: int
     max_attempts: int
     error: str | None
-    verdict_simple: str | None = Field(description="Y: the report probably has an error.")
-    verdict_complex: str | None
+    verdict_simple: Literal["Y", "N"] | None = Field(
+        description="Y: the report probably has an error."
+    )
+    verdict_complex: ComplexClass | None
     stage_timings_ms: dict[str, Any]
     provenance: dict[str, Any]
     selection: dict[str, Any]
@@ -288,7 +301,7 @@ class ImageOut(BaseModel):
     series_number: int | None
     instance_number: int | None
     modality: str | None
-    kind: str
+    kind: InstanceKind
     eligible_for_model: bool
     reasons: list[str]
     header: dict[str, Any]
@@ -301,10 +314,10 @@ class StudySummary(BaseModel):
     accession_number: str | None
     study_date: str | None
     study_description: str | None
-    status: str
+    status: StudyStatus
     images: int
     report_versions: int
-    latest_check_status: str | None
+    latest_check_status: JobStatus | None
     open_flags: int
     created_at: datetime
     last_instance_at: datetime
@@ -322,7 +335,7 @@ class StudyDetail(BaseModel):
     accession_number: str | None
     study_date: str | None
     study_description: str | None
-    status: str
+    status: StudyStatus
     created_at: datetime
     last_instance_at: datetime
     images: list[ImageOut]
@@ -407,8 +420,8 @@ class ExportOut(BaseModel):
     check_job_id: int
     destination: str = Field(description="RADCHECK_PACS__NODES name")
     method: Literal["stow-rs", "c-store"]
-    trigger: str = Field(description="manual, auto_on_complete or after_accept")
-    status: Literal["queued", "running", "succeeded", "failed"]
+    trigger: ExportMode = Field(description="manual, auto_on_complete or after_accept")
+    status: ExportStatus
     attempts: int
     max_attempts: int
     error: str | None = Field(description="The last failed attempt's error (kept after a retry)")

@@ -219,7 +219,7 @@ def worker_command(
         import socket
         from datetime import timedelta
 
-        from app.services.jobs import worker_alive
+        from app.services.heartbeats import worker_alive
 
         with db.session() as session:
             alive = worker_alive(
@@ -259,7 +259,8 @@ def worker_command(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    worker.heartbeat()
+    worker.beat()
+    worker.complete_quiet_studies()
     if once:
         worker.run_once()
     else:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +15,8 @@ import numpy as np
 import typer
 from numpy.typing import NDArray
 
+from app.settings import ALL_INTERFACES, LOOPBACK, ModelServerSettings
+from app.settings import MODEL_SERVER_API_KEY_ENV as API_KEY_ENV
 from medvlm.runtime.config import DEFAULT_TOKEN_BUDGET
 
 model_cli = typer.Typer(
@@ -219,84 +219,28 @@ def convert_llava_rad_cmd(
     typer.echo(f"converted checkpoint written to {out} (receipt: {receipt})")
 
 
-API_KEY_ENV = "RADCHECK_MODEL_SERVER_API_KEY"
-"""The environment variable ``radcheck model serve`` reads its API key from by default."""
-_LOOPBACK = "127.0.0.1"
-ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - only with an API key, and documented
-
-
-def resolve_api_key(api_key_env: str | None) -> str | None:
-    """The server's API key (``ValueError`` when unusable): from ``$api_key_env`` when named (it must then be set), else from
-    ``$RADCHECK_MODEL_SERVER_API_KEY`` when set, else ``None`` (unauthenticated).
-
-    The key is read from the environment only, never from the command line (which ``ps`` shows),
-    and must have at least 16 characters.
-    """
-    name = api_key_env or API_KEY_ENV
-    value = os.environ.get(name, "").strip()
-    if api_key_env and not value:
-        raise ValueError(
-            f"--api-key-env: environment variable {api_key_env} is not set or empty: export the "
-            f"key there (e.g. `export {api_key_env}=$(python -c 'import secrets; "
-            "print(secrets.token_urlsafe(32))')`)"
-        )
-    from app.model_server.server import MIN_API_KEY_LENGTH
-
-    if value and len(value) < MIN_API_KEY_LENGTH:
-        raise ValueError(
-            f"the API key in {name} has {len(value)} characters, fewer than "
-            f"{MIN_API_KEY_LENGTH}: use a random one "
-            "(`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-        )
-    return value or None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback interface (``localhost``, ``127.0.0.0/8``, ``::1``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve_security(
     host: str | None, port: int, api_key_env: str | None, radcheck_keys: bool = False
 ) -> tuple[str, str | None]:
     """The interface to bind and the API key of ``serve`` (``ValueError`` when unusable).
 
-    Without a key the default interface is loopback, and any other interface is refused (anyone
-    who can reach the port could use the model); with one it is every interface. RadCheck keys
-    (``radcheck_keys``) authenticate too, so they allow a non-loopback ``--host``.
+    The rule (key length, no unauthenticated non-loopback bind) is
+    :class:`app.settings.ModelServerSettings`; this logs what it decided.
     """
-    api_key = resolve_api_key(api_key_env)
-    bind = host or (ALL_INTERFACES if api_key else _LOOPBACK)
-    if api_key is None and not radcheck_keys:
-        if not is_loopback(bind):
-            raise ValueError(
-                f"refusing to serve the model on {bind}:{port} without an API key (anyone who "
-                f"can reach it could use the model): set {API_KEY_ENV} (or --api-key-env VAR) "
-                f"to a random key of {_min_key_length()}+ characters, or bind --host {_LOOPBACK}"
-            )
+    server = ModelServerSettings.from_environment(host, port, api_key_env, radcheck_keys)
+    if server.unauthenticated:
         _LOG.warning(
             "model server on %s:%d is UNAUTHENTICATED: anyone who can reach it on this host can "
             "use the model. Set %s (or --api-key-env VAR) to require a Bearer key",
-            bind,
+            server.bind,
             port,
             API_KEY_ENV,
         )
-    elif api_key is None:
-        _LOG.info("model server on %s:%d requires an active RadCheck API key", bind, port)
+    elif server.api_key is None:
+        _LOG.info("model server on %s:%d requires an active RadCheck API key", server.bind, port)
     else:
-        _LOG.info("model server on %s:%d requires a Bearer API key", bind, port)
-    return bind, api_key
-
-
-def _min_key_length() -> int:
-    from app.model_server.server import MIN_API_KEY_LENGTH
-
-    return MIN_API_KEY_LENGTH
+        _LOG.info("model server on %s:%d requires a Bearer API key", server.bind, port)
+    return server.bind, None if server.api_key is None else server.api_key.get_secret_value()
 
 
 def run_model_server(app: Any, bind: str, port: int, log_level: str) -> None:
@@ -333,8 +277,8 @@ def serve(
     host: Annotated[
         str | None,
         typer.Option(
-            help="Interface to bind. Default: 0.0.0.0 with an API key, 127.0.0.1 without one "
-            "(without a key, any other interface is refused)."
+            help=f"Interface to bind. Default: {ALL_INTERFACES} with an API key, {LOOPBACK} "
+            "without one (without a key, any other interface is refused)."
         ),
     ] = None,
     port: Annotated[int, typer.Option(help="TCP port.")] = 8001,

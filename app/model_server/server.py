@@ -36,6 +36,7 @@ from app.model_server.schemas import (
     TextPart,
     Usage,
 )
+from app.settings import MIN_API_KEY_LENGTH
 from medvlm.errors import MedVLMError
 from medvlm.runtime import VisionLanguageRuntime
 
@@ -45,8 +46,6 @@ _LOG = logging.getLogger(__name__)
 _ACCESS_LOG = logging.getLogger("app.model_server.access")
 _MAX_IMAGE_BYTES = 64 * 1024 * 1024
 _DEFAULT_MAX_TOKENS = 256
-MIN_API_KEY_LENGTH = 16
-"""Shorter keys are refused at start-up (generate one with ``secrets.token_urlsafe(32)``)."""
 OPEN_PATHS = frozenset({"/health"})
 """The only paths served without the API key when one is configured."""
 

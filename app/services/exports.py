@@ -23,7 +23,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 import dicom_io
@@ -36,7 +36,7 @@ from app.db.models import (
     JobStatus,
     ReviewDecision,
 )
-from app.services import audit
+from app.services import audit, leases
 from app.services.clock import db_now
 from app.services.errors import ConflictError, NotFoundError
 from app.settings import ExportMode, ExportSettings, PacsNode, PacsSettings
@@ -228,29 +228,11 @@ def claim_next_export(session: Session, *, worker_id: str, lease: timedelta) -> 
     now = db_now(session)
     runnable = or_(
         and_(ExportJob.status == ExportStatus.QUEUED, ExportJob.next_attempt_at <= now),
-        and_(ExportJob.status == ExportStatus.RUNNING, ExportJob.lease_expires_at < now),
+        leases.expired(ExportJob, now),
     )
-    query = select(ExportJob.id).where(runnable).order_by(ExportJob.id).limit(1)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    export_id = session.scalar(query)
-    if export_id is None:
-        return None
-    claimed = session.execute(
-        update(ExportJob)
-        .where(ExportJob.id == export_id, runnable)
-        .values(
-            status=ExportStatus.RUNNING,
-            attempts=ExportJob.attempts + 1,
-            lease_owner=worker_id,
-            lease_expires_at=now + lease,
-            started_at=now,
-        )
-        .execution_options(synchronize_session=False)
+    return leases.claim(
+        session, ExportJob, runnable=runnable, worker_id=worker_id, lease=lease, now=now
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return export_id
 
 
 @dataclass(frozen=True)
@@ -352,7 +334,7 @@ def load_export(
 ) -> ExportWork | None:
     """Build the objects of a claimed export (None if this worker no longer holds it)."""
     row = session.get(ExportJob, export_id)
-    if row is None or row.status != ExportStatus.RUNNING or row.lease_owner != worker_id:
+    if row is None or not leases.holds(row, worker_id):
         return None
     job = row.job
     uid = _checked_image_uid(job)
@@ -416,15 +398,11 @@ def finish_export(
     backoff_s: float,
 ) -> bool:
     """Record a send: success, or a failure (retried after a back-off until attempts run out)."""
-    query = select(ExportJob).where(ExportJob.id == export_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = session.scalar(query)
-    if row is None or row.status != ExportStatus.RUNNING or row.lease_owner != worker_id:
+    row = leases.held(session, ExportJob, export_id, worker_id)
+    if row is None:
         return False
     now = db_now(session)
-    row.lease_owner = None
-    row.lease_expires_at = None
+    leases.release(row)
     if objects is not None:
         row.objects = _described(objects)
     details: dict[str, Any] = {

@@ -2,7 +2,7 @@
 from the file, stored as JSON with the instance) onto the checker's, and the one DICOM age parser.
 
 Every field of :class:`dicom_io.HeaderFacts` is listed: mapped to the checker field it feeds, or to
-``None`` with the reason it is not checked. ``tests/app/test_headers.py`` fails when a field is added
+``None`` with the reason it is not checked. ``tests/app/services/test_headers.py`` fails when a field is added
 to or renamed on either side (or on the API's ``HeaderIn``) without updating this table.
 """
 

@@ -1,20 +1,18 @@
 """Check jobs live in the database: requested by the API, claimed under a lease by workers.
 
-Claiming uses ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL and a conditional UPDATE everywhere,
-so two workers never run the same job at once; a job whose worker died is claimed again once its lease
-has expired. Results are written only by the lease holder, replacing any earlier flags of the job, so a
+Claiming uses ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL and a conditional UPDATE everywhere
+(:mod:`app.services.leases`, shared with exports and PACS retrievals), so two workers never run the
+same job at once; a job whose worker died is claimed again once its lease has expired. Results are written only by the lease holder, replacing any earlier flags of the job, so a
 re-run never duplicates flags.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,9 +25,8 @@ from app.db.models import (
     Series,
     Study,
     StudyStatus,
-    WorkerHeartbeat,
 )
-from app.services import audit
+from app.services import audit, leases
 from app.services.clock import db_now
 from app.services.errors import ConflictError, NotFoundError
 from app.services.groundings import link_boxes, store_groundings
@@ -42,7 +39,6 @@ __all__ = [
     "complete_job",
     "fail_job",
     "load_inputs",
-    "record_worker_heartbeat",
     "renew_lease",
     "request_check",
     "retry_check",
@@ -135,28 +131,24 @@ def retry_check(session: Session, *, job_id: int, actor: str) -> CheckJob:
     job.status = JobStatus.QUEUED
     job.attempts = 0
     job.error = None
-    job.lease_owner = None
-    job.lease_expires_at = None
+    leases.release(job)
     job.finished_at = None
     return job
 
 
 def _abandon_exhausted(session: Session, now: datetime) -> None:
     """Running jobs whose lease expired after their last allowed attempt become failed."""
-    for job in session.scalars(
-        select(CheckJob).where(
-            CheckJob.status == JobStatus.RUNNING,
-            CheckJob.lease_expires_at < now,
-            CheckJob.attempts >= CheckJob.max_attempts,
-        )
+    for job in leases.abandon_exhausted(
+        session,
+        CheckJob,
+        stale=leases.expired(CheckJob, now),
+        exhausted=CheckJob.attempts >= CheckJob.max_attempts,
+        now=now,
     ):
-        job.status = JobStatus.FAILED
         job.error = (
             f"Abandoned after {job.attempts} attempt(s): the worker stopped or timed out each "
             f"time (see the worker logs); retry it with POST /api/v1/checks/{job.id}/retry."
         )
-        job.finished_at = now
-        job.lease_owner = None
         audit.record(
             session,
             actor="system",
@@ -171,59 +163,27 @@ def _abandon_exhausted(session: Session, now: datetime) -> None:
 def claim_next(
     session: Session, *, worker_id: str, lease: timedelta, quiet_period: timedelta
 ) -> int | None:
-    """Claim the oldest runnable job for ``worker_id``; returns its id or None."""
+    """Claim for ``worker_id`` the oldest runnable job of a study that has gone quiet (no new
+    instance for ``quiet_period``); returns its id or None."""
     now = db_now(session)
     _abandon_exhausted(session, now)
     runnable = or_(
         CheckJob.status == JobStatus.QUEUED,
-        and_(
-            CheckJob.status == JobStatus.RUNNING,
-            CheckJob.lease_expires_at < now,
-            CheckJob.attempts < CheckJob.max_attempts,
-        ),
+        and_(leases.expired(CheckJob, now), CheckJob.attempts < CheckJob.max_attempts),
     )
-    query = (
+    quiet = (
         select(CheckJob.id)
         .join(Study, Study.id == CheckJob.study_id)
-        .where(runnable, Study.last_instance_at <= now - quiet_period)
-        .order_by(CheckJob.id)
-        .limit(1)
+        .where(Study.last_instance_at <= now - quiet_period)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=CheckJob)
-    job_id = session.scalar(query)
-    if job_id is None:
-        return None
-    claimed = session.execute(
-        update(CheckJob)
-        .where(CheckJob.id == job_id, runnable)
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=CheckJob.attempts + 1,
-            lease_owner=worker_id,
-            lease_expires_at=now + lease,
-            started_at=now,
-        )
-        .execution_options(synchronize_session=False)
+    return leases.claim(
+        session, CheckJob, runnable=runnable, among=quiet, worker_id=worker_id, lease=lease, now=now
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return job_id
 
 
 def renew_lease(session: Session, *, job_id: int, worker_id: str, lease: timedelta) -> bool:
     """Extend the lease; False means this worker no longer owns the job."""
-    result = session.execute(
-        update(CheckJob)
-        .where(
-            CheckJob.id == job_id,
-            CheckJob.lease_owner == worker_id,
-            CheckJob.status == JobStatus.RUNNING,
-        )
-        .values(lease_expires_at=db_now(session) + lease)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return leases.renew(session, CheckJob, row_id=job_id, worker_id=worker_id, lease=lease)
 
 
 def load_inputs(session: Session, *, job_id: int, files_dir: Path) -> JobInputs:
@@ -252,19 +212,9 @@ def load_inputs(session: Session, *, job_id: int, files_dir: Path) -> JobInputs:
     return JobInputs(job_id=job.id, report=parsed_from_row(job.report), candidates=candidates)
 
 
-def _owned_running_job(session: Session, job_id: int, worker_id: str) -> CheckJob | None:
-    query = select(CheckJob).where(CheckJob.id == job_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    job = session.scalar(query)
-    if job is None or job.status != JobStatus.RUNNING or job.lease_owner != worker_id:
-        return None
-    return job
-
-
 def complete_job(session: Session, *, job_id: int, worker_id: str, result: PipelineResult) -> bool:
     """Store the result if this worker still holds the lease; returns False if it lost it."""
-    job = _owned_running_job(session, job_id, worker_id)
+    job = leases.held(session, CheckJob, job_id, worker_id)
     if job is None:
         logger.warning("job %s: lease lost before completion; result discarded", job_id)
         return False
@@ -298,8 +248,7 @@ def complete_job(session: Session, *, job_id: int, worker_id: str, result: Pipel
     job.status = JobStatus.SUCCEEDED
     job.error = None
     job.finished_at = now
-    job.lease_owner = None
-    job.lease_expires_at = None
+    leases.release(job)
     job.stage_timings_ms = {k: round(v, 3) for k, v in result.timings_ms.items()}
     job.provenance = result.provenance
     job.selection = result.selection
@@ -323,14 +272,13 @@ def complete_job(session: Session, *, job_id: int, worker_id: str, result: Pipel
 
 def fail_job(session: Session, *, job_id: int, worker_id: str, error: str) -> bool:
     """Mark the job failed with its error, if this worker still holds the lease."""
-    job = _owned_running_job(session, job_id, worker_id)
+    job = leases.held(session, CheckJob, job_id, worker_id)
     if job is None:
         return False
     job.status = JobStatus.FAILED
     job.error = error
     job.finished_at = db_now(session)
-    job.lease_owner = None
-    job.lease_expires_at = None
+    leases.release(job)
     audit.record(
         session,
         actor=f"worker:{worker_id}",
@@ -341,30 +289,3 @@ def fail_job(session: Session, *, job_id: int, worker_id: str, error: str) -> bo
         details={"error": error[:500]},
     )
     return True
-
-
-def record_worker_heartbeat(session: Session, *, worker_id: str) -> None:
-    now = db_now(session)
-    row = session.get(WorkerHeartbeat, worker_id)
-    if row is None:
-        session.add(
-            WorkerHeartbeat(
-                worker_id=worker_id,
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
-                started_at=now,
-                last_seen_at=now,
-            )
-        )
-    else:
-        row.last_seen_at = now
-
-
-def worker_alive(session: Session, *, within: timedelta, hostname: str | None = None) -> bool:
-    """Has any worker (on ``hostname``, if given) heart-beat within the last ``within``?"""
-    query = select(WorkerHeartbeat.worker_id).where(
-        WorkerHeartbeat.last_seen_at >= db_now(session) - within
-    )
-    if hostname is not None:
-        query = query.where(WorkerHeartbeat.hostname == hostname)
-    return session.scalar(query.limit(1)) is not None

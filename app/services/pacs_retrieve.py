@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 import dicom_io
 from app.db.models import JobStatus, PacsRetrieval, utcnow
 from app.db.session import Database
-from app.services import audit
+from app.services import audit, leases
 from app.services.clock import db_now
 from app.services.errors import InvalidInputError, LeaseLostError, NotFoundError
 from app.services.ingest import IngestLimits, ingest_instance
@@ -139,28 +139,29 @@ MAX_ATTEMPTS = 3
 
 def _stale(now: datetime, lease: timedelta) -> ColumnElement[bool]:
     """A running retrieval nobody is working on: lease expired (or, from before leases, none)."""
-    return and_(
-        PacsRetrieval.status == JobStatus.RUNNING,
-        or_(
-            PacsRetrieval.lease_expires_at < now,
-            and_(PacsRetrieval.lease_expires_at.is_(None), PacsRetrieval.started_at < now - lease),
+    return or_(
+        leases.expired(PacsRetrieval, now),
+        and_(
+            PacsRetrieval.status == JobStatus.RUNNING,
+            PacsRetrieval.lease_expires_at.is_(None),
+            PacsRetrieval.started_at < now - lease,
         ),
     )
 
 
 def _give_up_exhausted(session: Session, now: datetime, lease: timedelta) -> None:
     """Stale retrievals that already had ``MAX_ATTEMPTS`` runs are failed instead of run again."""
-    rows = session.scalars(
-        select(PacsRetrieval).where(_stale(now, lease), PacsRetrieval.attempts >= MAX_ATTEMPTS)
-    ).all()
-    for row in rows:
-        row.status = JobStatus.FAILED
+    for row in leases.abandon_exhausted(
+        session,
+        PacsRetrieval,
+        stale=_stale(now, lease),
+        exhausted=PacsRetrieval.attempts >= MAX_ATTEMPTS,
+        now=now,
+    ):
         row.error = (
             f"abandoned: the process running it stopped {row.attempts} times before finishing "
             "(lease expired); post the retrieval again"
         )
-        row.finished_at = now
-        row.lease_owner = None
         audit.record(
             session,
             actor="worker",
@@ -179,34 +180,19 @@ def claim_retrieval(
     Returns its id, or None when there is nothing to claim."""
     now = db_now(session)
     _give_up_exhausted(session, now, lease)
-    runnable = or_(PacsRetrieval.status == JobStatus.QUEUED, _stale(now, lease))
-    query = select(PacsRetrieval.id).where(runnable).order_by(PacsRetrieval.id).limit(1)
+    among = select(PacsRetrieval.id)
     if retrieval_id is not None:
-        query = query.where(PacsRetrieval.id == retrieval_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    found = session.scalar(query)
-    if found is None:
-        return None
-    claimed = session.execute(
-        update(PacsRetrieval)
-        .where(PacsRetrieval.id == found, runnable)
-        .values(
-            status=JobStatus.RUNNING,
-            attempts=PacsRetrieval.attempts + 1,
-            lease_owner=worker_id,
-            lease_expires_at=now + lease,
-            started_at=now,
-            total=0,
-            stored=0,
-            failed=0,
-            error=None,
-        )
-        .execution_options(synchronize_session=False)
+        among = among.where(PacsRetrieval.id == retrieval_id)
+    return leases.claim(
+        session,
+        PacsRetrieval,
+        runnable=or_(PacsRetrieval.status == JobStatus.QUEUED, _stale(now, lease)),
+        among=among,
+        worker_id=worker_id,
+        lease=lease,
+        now=now,
+        reset={"total": 0, "stored": 0, "failed": 0, "error": None},
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return found
 
 
 @dataclass
@@ -225,18 +211,14 @@ class _Progress:
 
     def update(self, **values: object) -> None:
         def work(session: Session) -> None:
-            now = db_now(session)
-            done = session.execute(
-                update(PacsRetrieval)
-                .where(
-                    PacsRetrieval.id == self.retrieval_id,
-                    PacsRetrieval.status == JobStatus.RUNNING,
-                    PacsRetrieval.lease_owner == self.worker_id,
-                )
-                .values(lease_expires_at=now + self.lease, **values)
-                .execution_options(synchronize_session=False)
-            )
-            if done.rowcount != 1:  # type: ignore[attr-defined]
+            if not leases.renew(
+                session,
+                PacsRetrieval,
+                row_id=self.retrieval_id,
+                worker_id=self.worker_id,
+                lease=self.lease,
+                values=values,
+            ):
                 raise LeaseLostError(
                     f"PACS retrieval {self.retrieval_id} is no longer held by {self.worker_id}."
                 )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from app.services.errors import StorageFullError
 
-__all__ = ["ContentStore", "StagedFile", "StoredFile"]
+__all__ = ["ContentStore", "StagedFile", "StoredFile", "raise_if_full"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -49,12 +49,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _raise_if_full(exc: OSError, size: int) -> None:
+def raise_if_full(exc: OSError, what: str) -> None:
+    """Raise :class:`StorageFullError` naming ``what`` could not be written when ``exc`` is a full
+    disk (ENOSPC, EDQUOT); return otherwise (the caller re-raises ``exc``)."""
     if exc.errno in _FULL:
         raise StorageFullError(
             exc.errno,
-            f"No space left in the file store for a {size}-byte file; nothing was stored. Free "
-            "disk space in the data directory (RADCHECK_STORAGE__DATA_DIR), then re-send.",
+            f"No space left in the data directory for {what}, which was not stored. Free disk "
+            "space in the data directory (RADCHECK_STORAGE__DATA_DIR), then re-send.",
         ) from exc
 
 
@@ -89,7 +91,7 @@ class ContentStore:
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         except OSError as exc:
-            _raise_if_full(exc, len(data))
+            raise_if_full(exc, f"a {len(data)}-byte file")
             raise
         try:
             try:
@@ -100,7 +102,7 @@ class ContentStore:
         except BaseException as exc:
             Path(tmp_name).unlink(missing_ok=True)
             if isinstance(exc, OSError):
-                _raise_if_full(exc, len(data))
+                raise_if_full(exc, f"a {len(data)}-byte file")
             raise
         return StagedFile(digest, relative, len(data), tmp=Path(tmp_name))
 

@@ -14,16 +14,19 @@ Failure reasons (PS3.18 table I.2-1), one per part:
   RadCheck's choice, an instance whose StudyInstanceUID is not the study named in the path of
   ``POST /dicomweb/studies/{study}`` (the standard asks for a failure, not for a code);
 - 0xC122 transfer syntax not supported;
-- 0xA700 out of resources: the part is larger than RADCHECK_STORAGE__MAX_UPLOAD_BYTES, the request
-  has more parts than RADCHECK_DICOMWEB__MAX_PARTS, or the disk is full;
+- 0xA700 out of resources: the part is larger than RADCHECK_STORAGE__MAX_UPLOAD_BYTES, or the
+  request has more parts than RADCHECK_DICOMWEB__MAX_PARTS;
 - 0x0111 duplicate SOP instance: the SOP Instance UID is stored with different content (a
   re-send of the same bytes is a success);
 - 0x0110 processing failure: anything else (logged with the request's surrogate ids only).
+
+A full disk is no part's failure: it stops the request, whose answer is a 507 (the receiver and
+:func:`store_part` raise :class:`StorageFullError`; the parts stored before it stay stored).
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import logging
 import os
 import tempfile
@@ -37,9 +40,14 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 import dicom_io
 from app.db.session import Database
-from app.services.errors import InvalidInputError, PayloadTooLargeError, ServiceError
+from app.services.errors import (
+    InvalidInputError,
+    PayloadTooLargeError,
+    ServiceError,
+    StorageFullError,
+)
 from app.services.ingest import IngestLimits, IngestOutcome, StudyMismatchError, ingest_instance
-from app.services.storage import ContentStore
+from app.services.storage import ContentStore, raise_if_full
 from dicom_io import FailureReason, StowFailure, failure_reason_for, peek_sop_uids
 
 __all__ = [
@@ -203,6 +211,9 @@ class MultipartRelatedReceiver:
                 f"The multipart/related body is malformed: {exc} (check the boundary and the "
                 "CRLF line endings between parts)."
             ) from None
+        except OSError as exc:  # writing a part's temp file (RADCHECK_STORAGE__DATA_DIR/incoming)
+            raise_if_full(exc, f"STOW-RS part {self._count} while it was received")
+            raise
 
     def take_ready(self) -> list[ReceivedPart]:
         """The parts completed since the last call."""
@@ -222,7 +233,8 @@ class MultipartRelatedReceiver:
     def cleanup(self) -> None:
         """Remove every temp file (stored parts were copied into the content store)."""
         if self._handle is not None:
-            self._handle.close()
+            with contextlib.suppress(OSError):  # its buffer may not fit a full disk: it goes anyway
+                self._handle.close()
             self._handle = None
         for path in self._all:
             path.unlink(missing_ok=True)
@@ -249,7 +261,8 @@ def store_part(
     limits: IngestLimits,
 ) -> PartResult:
     """Validate and store one part through :func:`ingest_instance` (inflated and pixel sizes
-    bounded by ``limits``: the settings'); never raises for bad input."""
+    bounded by ``limits``: the settings'); never raises for bad input. A full disk raises
+    :class:`StorageFullError` (nothing of the part was stored)."""
     try:
         if part.index >= max_parts:
             return _failed(
@@ -291,10 +304,10 @@ def store_part(
                 data,
             )
         return PartResult(outcome=outcome, sop_class_uid=outcome.sop_class_uid, failure=None)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            logger.error("STOW part %d: disk full", part.index)
-            return _failed(FailureReason.OUT_OF_RESOURCES, "no space left on the server's disk")
+    except StorageFullError:
+        logger.error("STOW part %d: disk full", part.index)
+        raise  # every later part would fail too: the request stops (507)
+    except OSError:
         logger.exception("STOW part %d: storage error", part.index)
         return _failed(FailureReason.PROCESSING_FAILURE, "storage error")
     except Exception:  # one bad part never fails the others; logged without PHI

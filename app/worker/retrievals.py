@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import JobStatus, PacsRetrieval, utcnow
 from app.db.session import Database
-from app.services import pacs_retrieve
+from app.services import leases, pacs_retrieve
 from app.services.ingest import IngestLimits
 from app.services.storage import ContentStore
 from app.settings import PacsSettings
@@ -78,11 +78,11 @@ class RetrievalRunner:
 
     def _fail(self, retrieval_id: int, error: str) -> None:
         def work(session: Session) -> None:
-            row = session.get(PacsRetrieval, retrieval_id)
-            if row is not None and row.lease_owner == self.worker_id:
+            row = leases.held(session, PacsRetrieval, retrieval_id, self.worker_id)
+            if row is not None:
                 row.status = JobStatus.FAILED
                 row.error = error
                 row.finished_at = utcnow()
-                row.lease_owner = None
+                leases.release(row)
 
         self.db.run(work)

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from app.db.session import Database
-from app.services import exports, jobs
+from app.services import exports, heartbeats, jobs
 from app.services.clock import db_now
 from app.services.errors import LeaseLostError
 from app.services.ingest import IngestLimits, mark_complete_studies
@@ -92,12 +92,16 @@ class Worker:
             self._pipeline = self._pipeline_factory()
         return self._pipeline
 
-    def heartbeat(self) -> None:
-        """Record that this worker is alive, and mark studies that have gone quiet as complete."""
+    def beat(self) -> None:
+        """Record that this worker is alive (what ``worker_alive`` and the health check read)."""
         with self.db.session() as session:
-            jobs.record_worker_heartbeat(session, worker_id=self.worker_id)
-            mark_complete_studies(session, quiet_period=self.quiet_period, now=db_now(session))
+            heartbeats.record_worker_heartbeat(session, worker_id=self.worker_id)
         self._last_heartbeat = time.monotonic()
+
+    def complete_quiet_studies(self) -> None:
+        """Mark studies that have received no instance for the quiet period as complete."""
+        with self.db.session() as session:
+            mark_complete_studies(session, quiet_period=self.quiet_period, now=db_now(session))
 
     def run_forever(self) -> None:
         logger.info("worker %s started", self.worker_id)
@@ -105,7 +109,8 @@ class Worker:
         while not self.stop_event.is_set():
             try:
                 if time.monotonic() - self._last_heartbeat > 5:
-                    self.heartbeat()
+                    self.beat()
+                    self.complete_quiet_studies()
                 worked = self.run_once()
             except Exception:
                 logger.exception("worker %s: unexpected error; continuing", self.worker_id)
@@ -187,7 +192,7 @@ class Worker:
                     owned = jobs.renew_lease(
                         session, job_id=job_id, worker_id=self.worker_id, lease=self.lease
                     )
-                    jobs.record_worker_heartbeat(session, worker_id=self.worker_id)
+                    heartbeats.record_worker_heartbeat(session, worker_id=self.worker_id)
             except Exception:
                 logger.exception("job %s: lease renewal failed; will retry", job_id)
                 continue

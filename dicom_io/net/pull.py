@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +115,3 @@ class DicomWebSource:
         buffer = io.BytesIO()
         pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
         return buffer.getvalue()
-
-    def iter_study(self, study_instance_uid: str) -> Iterator[tuple[RemoteInstance, bytes]]:
-        for remote in self.instances(study_instance_uid):
-            yield remote, self.fetch(remote)

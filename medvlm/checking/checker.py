@@ -37,8 +37,9 @@ class Checker:
     """Checks parsed reports. Build once (loads and validates the knowledge base) and reuse.
 
     ``check`` keeps no state between calls and the rule objects are immutable, so one Checker may be
-    shared by threads; the runtime's own thread-safety applies to model checks (the transformers
-    runtime serialises generation on its device).
+    shared by threads for text and header checks. Model checks are only as thread-safe as the
+    runtime, and the transformers runtime has no lock of its own: RadCheck calls it from one worker
+    thread at a time, or behind ``radcheck model serve``, whose server serialises generation.
     """
 
     def __init__(

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from medvlm.budget import BudgetPolicy, reduce_visual_tokens
+from medvlm.budget import BudgetPolicy
 from medvlm.grounding.maps import (
     DEFAULT_MAP_SIDE,
     GroundingError,
@@ -36,6 +36,7 @@ from medvlm.grounding.relevance import (
 from medvlm.processing import ImageProcessor, PartRef, ProcessedImage, ProcessorConfig
 from medvlm.prompts.conversation import ConversationTemplate, splice_image_tokens
 from medvlm.runtime.visual import encode_parts, layout_embeddings
+from medvlm.token_reduction import reduce_visual_tokens
 
 __all__ = ["LlavaGroundingInputs", "answer_token_ids", "llava_relevance", "visual_tokens"]
 

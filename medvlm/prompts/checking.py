@@ -243,10 +243,6 @@ class Box:
     x2: float
     y2: float
 
-    @property
-    def centre_x(self) -> float:
-        return (self.x1 + self.x2) / 2
-
     def to_pixels(self, width: int, height: int) -> list[int]:
         return [
             round(self.x1 * width),

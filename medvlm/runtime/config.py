@@ -20,7 +20,7 @@ __all__ = [
 
 DEFAULT_TOKEN_BUDGET = DEFAULT_VISUAL_TOKEN_BUDGET
 """Visual tokens per study when slicing (DESIGN.md: <= 1,500 for a 2500x3000 film on a 16 GB V100);
-derived in :mod:`medvlm.budget` (2,048 context - 256 new tokens - 292 text = 1,500). The settings,
+derived in :mod:`medvlm.budget` and docs/model.md (2,048 context - 256 new tokens - 292 text = 1,500). The settings,
 the CLI and the runtime all default to this one value."""
 
 

@@ -241,10 +241,6 @@ class TransformersRuntime:
         """Device, dtype and quantization the model runs with."""
         return self._placement
 
-    @property
-    def load_timings_ms(self) -> dict[str, float]:
-        return dict(self._timings_load)
-
     def provenance(self) -> dict[str, str]:
         import transformers
 

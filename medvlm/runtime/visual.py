@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from medvlm.budget import BudgetPolicy, PartFeatures, reduce_visual_tokens
+from medvlm.budget import BudgetPolicy
 from medvlm.processing import ImageProcessor, ProcessorConfig
+from medvlm.token_reduction import PartFeatures, reduce_visual_tokens
 
 __all__ = ["VisualInput", "build_visual_input", "encode_parts"]
 

@@ -285,6 +285,64 @@ def test_openapi_is_complete(client: TestClient) -> None:
     assert "examples" in spec["components"]["schemas"]["ReportIn"]
 
 
+def _enum_values(spec: dict[str, Any], prop: dict[str, Any]) -> set[str]:
+    """The values an OpenAPI property allows (through $ref, anyOf with null, const, arrays)."""
+    if "$ref" in prop:
+        return _enum_values(spec, spec["components"]["schemas"][prop["$ref"].rsplit("/", 1)[1]])
+    if "anyOf" in prop:
+        return set().union(*(_enum_values(spec, p) for p in prop["anyOf"] if p != {"type": "null"}))
+    if prop.get("type") == "array":
+        return _enum_values(spec, prop["items"])
+    if "const" in prop:
+        return {prop["const"]}
+    return set(prop.get("enum", ()))
+
+
+@pytest.mark.parametrize(
+    ("schema", "field", "values"),
+    [
+        ("FlagOut", "severity", {"info", "warning", "critical"}),
+        ("FlagOut", "subtype", {"laterality", "negation", "header_mismatch"}),
+        ("FlagOut", "complex_class", {"original", "insert", "remove", "substitute"}),
+        ("FlagOut", "source", {"text_rule", "header_rule", "model"}),
+        ("FlagOut", "verification_status", {"unverified", "reviewed"}),
+        ("CheckOut", "status", {"queued", "running", "succeeded", "failed"}),
+        ("CheckOut", "verdict_simple", {"Y", "N"}),
+        ("GroundingOut", "status", {"ok", "no_box", "failed"}),
+        ("ImageOut", "kind", {"image", "structured_report", "other"}),
+        ("InstanceResult", "kind", {"image", "presentation_state"}),
+        ("StudySummary", "status", {"receiving", "complete", "checked"}),
+        ("ReviewOut", "decision", {"accepted", "dismissed"}),
+        ("ReviewOut", "reason", {"false_positive", "other"}),
+        ("ReportOut", "result_status", {"P", "F", "C", "X"}),
+        ("ExportOut", "trigger", {"manual", "auto_on_complete", "after_accept"}),
+        ("ExportOut", "status", {"queued", "running", "succeeded", "failed"}),
+        ("UserOut", "role", {"admin", "integration", "radiologist"}),
+        ("MeOut", "role", {"admin", "integration", "radiologist"}),
+        ("WorklistItem", "top_severity", {"info", "warning", "critical"}),
+        ("WorklistItem", "subtypes", {"laterality", "insert_finding"}),
+        ("ReviewHistoryItem", "decision", {"accepted", "dismissed"}),
+        ("CheckReportOut", "verdict_complex", {"original", "substitute"}),
+        ("CheckedFlagOut", "severity", {"info", "warning", "critical"}),
+        ("CheckedFlagOut", "subtype", {"laterality", "header_mismatch"}),
+    ],
+)
+def test_openapi_lists_the_values_of_closed_fields(
+    client: TestClient, schema: str, field: str, values: set[str]
+) -> None:
+    spec = client.get(f"{API}/openapi.json").json()
+    allowed = _enum_values(spec, spec["components"]["schemas"][schema]["properties"][field])
+    assert values <= allowed, (schema, field, allowed)
+
+
+def test_openapi_check_report_flags_have_a_schema(client: TestClient) -> None:
+    spec = client.get(f"{API}/openapi.json").json()
+    flags = spec["components"]["schemas"]["CheckReportOut"]["properties"]["flags"]
+    assert flags["items"] == {"$ref": "#/components/schemas/CheckedFlagOut"}
+    flag = spec["components"]["schemas"]["CheckedFlagOut"]["properties"]
+    assert {"key", "start", "end", "concept", "suggestions", "evidence"} <= set(flag)
+
+
 @pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
 def test_server_refuses_outdated_schema(tmp_path: Path, settings: Settings) -> None:
     from app.api import create_app

@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
 from app.cli.model import AI_LABEL, ALL_INTERFACES, API_KEY_ENV, model_cli, serve_security
+from app.settings import ModelServerSettings
 from tests.medvlm.test_runtime_helpers import network_guard, offline_guard
 
 __all__ = ["offline_guard"]
@@ -134,6 +136,18 @@ def test_serve_key_from_the_default_or_a_named_variable(
     assert "UNAUTHENTICATED" not in caplog.text and key not in caplog.text
     monkeypatch.setenv("OTHER_KEY", key[::-1])
     assert serve_security(None, 8001, "OTHER_KEY") == (ALL_INTERFACES, key[::-1])
+
+
+def test_the_model_server_rule_is_validated_by_its_settings() -> None:
+    # The CLI only reads ModelServerSettings; the rule holds for anyone who builds one.
+    key = SecretStr("a-random-enough-key-0123456789")
+    assert ModelServerSettings().bind == "127.0.0.1"
+    assert ModelServerSettings(api_key=key).bind == ALL_INTERFACES
+    assert ModelServerSettings(host="10.0.0.5", radcheck_keys=True).bind == "10.0.0.5"
+    with pytest.raises(ValidationError, match=r"refusing to serve the model on 10\.0\.0\.5:8001"):
+        ModelServerSettings(host="10.0.0.5")
+    with pytest.raises(ValidationError, match="has 5 characters, fewer than 16"):
+        ModelServerSettings(api_key=SecretStr("short"))
 
 
 def test_run_passes_quantization_to_the_runtime(files: dict[str, Path]) -> None:

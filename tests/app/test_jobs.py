@@ -18,11 +18,9 @@ from app.db.models import (
     JobStatus,
     Study,
     StudyStatus,
-    WorkerHeartbeat,
 )
 from app.db.session import Database
 from app.services import jobs
-from app.services.clock import db_now
 from app.services.errors import ConflictError
 from app.services.factory import build_pipeline
 from app.services.ingest import ingest_instance
@@ -316,18 +314,3 @@ def test_a_worker_that_lost_its_lease_stops_between_stages(
     with pytest.raises(LeaseLostError, match="before the check stage"):
         pipeline.run(inputs, should_stop=lambda: next(calls))
     assert pipeline.run(inputs, should_stop=lambda: False).flags
-
-
-def test_worker_alive_reads_the_heartbeat_window(db: Database) -> None:
-    """A heart-beat counts only inside the window, and only for the host asked about."""
-    with db.session() as session:
-        assert not jobs.worker_alive(session, within=timedelta(hours=1))
-        jobs.record_worker_heartbeat(session, worker_id="w-1")
-    with db.session() as session:
-        row = session.get(WorkerHeartbeat, "w-1")
-        assert row is not None
-        row.last_seen_at = db_now(session) - timedelta(minutes=10)
-    with db.session() as session:
-        assert jobs.worker_alive(session, within=timedelta(hours=1))
-        assert not jobs.worker_alive(session, within=timedelta(minutes=5))
-        assert not jobs.worker_alive(session, within=timedelta(hours=1), hostname="other-host")

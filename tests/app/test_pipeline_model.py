@@ -37,7 +37,7 @@ from medvlm.prompts.checking import (
 from medvlm.runtime.base import GenerationResult
 from medvlm.runtime.checkpoint import weights_sha256
 from tests.app.conftest import auth, make_settings
-from tests.app.test_model_server import _free_port
+from tests.app.model_server.test_server import _free_port
 from tests.medvlm.test_runtime_helpers import network_guard, offline_guard
 
 __all__ = ["offline_guard"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from highdicom.pixels import apply_voi_window
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_voi_lut
 
 import dicom_io
 from dicom_io import NotEligibleError
@@ -136,12 +139,45 @@ def test_read_and_render_returns_none_for_non_images() -> None:
     assert rendered is None and inst.kind is dicom_io.InstanceKind.STRUCTURED_REPORT
 
 
-def test_window_formula_matches_dicom_linear() -> None:
-    values = np.array([[-1000.0, 39.5, 40.0, 40.5, 1000.0]], dtype=np.float32)
-    out, record = Window(center=40.0, width=401.0)(values)
-    assert out[0, 0] == 0.0 and out[0, -1] == 1.0
-    assert out[0, 2] == pytest.approx(0.50125, abs=1e-5)  # ((40 - 39.5) / 400) + 0.5
-    assert record["function"] == "LINEAR"
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_window_matches_pydicom_apply_voi_lut(function: str) -> None:
+    # The oracle is pydicom's VOI LUT (PS3.3 C.11.2.1.2), scaled from its 16-bit output to [0, 1].
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored, voi.PixelRepresentation = 16, 0
+    voi.WindowCenter, voi.WindowWidth, voi.VOILUTFunction = 40.0, 401.0, function
+    values = np.linspace(-1000.0, 1000.0, 4001)[None, :]
+    expected = apply_voi_lut(values, voi) / 65535.0
+    out, record = Window(center=40.0, width=401.0, function=function)(values)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert record["function"] == function
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_window_and_monochrome1_inversion_match_highdicom(function: str) -> None:
+    # highdicom is the oracle: its window, and its fused window-and-invert for MONOCHROME1 (ours
+    # stays its own recorded step: it also follows VOI LUTs and percentile windows).
+    values = np.linspace(-1000.0, 1000.0, 4001)[None, :]
+    windowed, _ = Window(center=40.0, width=401.0, function=function)(values)
+    np.testing.assert_allclose(windowed, apply_voi_window(values, 40.0, 401.0, function), atol=1e-6)
+    inverted, record = InvertMonochrome1()(windowed)
+    expected = apply_voi_window(values, 40.0, 401.0, function, invert=True)
+    np.testing.assert_allclose(inverted, expected, atol=1e-6)
+    assert record == {"transform": "InvertMonochrome1"}
+
+
+def test_one_wide_linear_window_is_a_step_at_center_minus_half() -> None:
+    # PS3.3 C.11.2.1.2.1: width 1 maps x <= c - 0.5 to the minimum and x > c - 0.5 to the maximum.
+    out, _ = Window(center=10.0, width=1.0)(np.array([[8.0, 9.0, 9.4, 9.6, 10.0, 12.0]]))
+    np.testing.assert_array_equal(out, [[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]])
+
+
+def test_percentile_window_maps_its_percentiles_onto_the_unit_range() -> None:
+    arr = np.arange(10_000, dtype=np.float32).reshape(100, 100)
+    out, record = PercentileWindow(lower=10.0, upper=90.0)(arr)
+    lo, hi = np.percentile(arr, [10.0, 90.0])
+    np.testing.assert_allclose(out, np.clip((arr - lo) / (hi - lo), 0.0, 1.0), atol=1e-6)
+    assert (record["low"], record["high"]) == pytest.approx((lo, hi))
 
 
 def test_transforms_do_not_mutate_their_input() -> None:

@@ -6,10 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import dicom_io
-from dicom_io import group_by_study, study_ready
-
-from .conftest import make_dx
+from dicom_io import study_ready
 
 QUIET = timedelta(seconds=30)
 T0 = datetime(2024, 1, 2, 10, 0, tzinfo=UTC)
@@ -42,14 +39,3 @@ def test_naive_datetime_from_the_database_is_taken_as_utc() -> None:
     assert not study_ready(naive, T0 + QUIET / 2, QUIET)
     assert study_ready(naive, T0 + QUIET, QUIET)
     assert study_ready(T0, (T0 + QUIET).replace(tzinfo=None), QUIET)
-
-
-def test_group_by_study_and_series() -> None:
-    study = "1.2.826.0.1.3680043.8.498.1"
-    a = dicom_io.read_instance(make_dx(StudyInstanceUID=study, SeriesInstanceUID="1.2.1"))
-    b = dicom_io.read_instance(make_dx(StudyInstanceUID=study, SeriesInstanceUID="1.2.2"))
-    c = dicom_io.read_instance(make_dx(StudyInstanceUID=study, SeriesInstanceUID="1.2.1"))
-    other = dicom_io.read_instance(make_dx())
-    groups = group_by_study([a, b, c, other])
-    assert groups[study] == {"1.2.1": [a, c], "1.2.2": [b]}
-    assert len(groups) == 2

@@ -2,28 +2,60 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import Requester, SettingsDep
 from app.api.errors import ErrorBody
-from app.api.schemas import AI_NOTICE, CheckReportIn
+from app.api.schemas import AI_NOTICE, CheckReportIn, SuggestionOut
 from app.services.report_check import check_report_text
 from medvlm.checking import Checker
+from medvlm.taxonomy import ComplexClass, ErrorSubtype, FlagSource, Severity
 
 router = APIRouter(tags=["checks"])
+
+
+class CheckedFlagOut(BaseModel):
+    """One flag of a report checked without storing it (``medvlm.checking.Flag.to_dict()``):
+    unverified AI output; ``start``/``end`` index the text of ``section``."""
+
+    key: str = Field(description="De-duplication key: subtype|section|sentence|concept.")
+    subtype: ErrorSubtype = Field(examples=["laterality"])
+    complex_class: ComplexClass = Field(examples=["substitute"])
+    severity: Severity = Field(examples=["critical"])
+    source: FlagSource = Field(examples=["text_rule"])
+    rule_id: str
+    message: str
+    section: str | None
+    sentence_index: int | None
+    start: int | None
+    end: int | None
+    concept: str | None
+    confidence: float = Field(ge=0.0, le=1.0)
+    evidence: dict[str, Any]
+    suggestions: list[SuggestionOut] = Field(
+        default_factory=list,
+        description="Suggested corrections (unverified AI output, never applied to the report).",
+    )
 
 
 class CheckReportOut(BaseModel):
     """The checker's result (``medvlm.checking.CheckResult.to_dict()``) plus the AI notice."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
 
-    flags: list[dict[str, Any]]
-    verdict_simple: str = Field(examples=["Y"])
-    verdict_complex: str = Field(examples=["substitute"])
+    flags: list[CheckedFlagOut]
+    verdict_simple: Literal["Y", "N"] = Field(examples=["Y"])
+    verdict_complex: ComplexClass = Field(examples=["substitute"])
+    unparseable_answers: int
+    model_answers: list[dict[str, Any]] = Field(description="Raw model answers (unverified).")
+    provenance: dict[str, Any]
+    timings_ms: dict[str, float]
+    grounding: dict[str, Any]
+    groundings: list[dict[str, Any]]
+    disclaimer: str
     notice: str = AI_NOTICE
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
-from functools import partial
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
@@ -27,18 +27,18 @@ from app.api.deps import (
     StoreDep,
 )
 from app.api.errors import ErrorBody, error_response
+from app.api.routes.renders import RENDERED_RESPONSES, DisplayDep
 from app.services.audit import ReadAuditBuffer
-from app.services.auth import Principal
 from app.services.dicomweb import (
-    QidoQuery,
+    StoredObject,
     parse_qido,
     retrievable,
     search_instances,
     search_series,
     search_studies,
 )
-from app.services.errors import InvalidInputError, PayloadTooLargeError
-from app.services.images import MAX_SIZE, DisplayRequest, RenderCache, render_instance
+from app.services.errors import InvalidInputError, PayloadTooLargeError, StorageFullError
+from app.services.images import MAX_SIZE, DisplayRequest
 from app.services.ingest import decode_limits
 from app.services.storage import ContentStore
 from app.services.stow import (
@@ -86,8 +86,9 @@ STOW_DESCRIPTION = (
     "built from RADCHECK_DICOMWEB__PUBLIC_BASE_URL) and FailedSOPSequence. 200: all stored; 202: "
     "some failed; 409: none stored; 415: not multipart/related application/dicom. Failure reasons: "
     "0xC000 cannot understand, 0xA900 missing/invalid element or (path form) another study's "
-    "instance, 0xC122 transfer syntax, 0xA700 too large / too many parts / disk full, 0x0111 same "
-    "SOP Instance UID with different content, 0x0110 processing failure."
+    "instance, 0xC122 transfer syntax, 0xA700 too large / too many parts, 0x0111 same "
+    "SOP Instance UID with different content, 0x0110 processing failure. A full disk stops the "
+    "request: 507 in the API's error shape, saying how many instances were stored before it."
 )
 
 STOW_RESPONSES: dict[int | str, dict[str, object]] = {
@@ -97,6 +98,7 @@ STOW_RESPONSES: dict[int | str, dict[str, object]] = {
     409: {"content": {DICOM_JSON: {}}, "description": "No instance stored"},
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
     415: {"model": ErrorBody, "description": "Not multipart/related; type=application/dicom"},
+    507: {"model": ErrorBody, "description": "The disk is full; the rest was not stored"},
 }
 
 
@@ -162,6 +164,15 @@ async def _stow(
         )
     except InvalidInputError as exc:
         return error_response(request, 400, "bad_request", str(exc))
+    except StorageFullError as exc:
+        stored = sum(1 for r in results if r.outcome is not None)
+        return error_response(
+            request,
+            507,
+            "insufficient_storage",
+            f"{exc} ({stored} instances of this request were stored before the disk filled: "
+            "re-send the rest.)",
+        )
     finally:
         receiver.cleanup()
 
@@ -241,139 +252,102 @@ QIDO_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "An unsupported matching key or a bad value"},
     406: {"model": ErrorBody, "description": "Accept names no JSON media type"},
 }
+QIDO_ROUTE: dict[str, Any] = {
+    "description": QIDO_DESCRIPTION,
+    "response_class": Response,
+    "responses": QIDO_RESPONSES,
+}
+
+QidoLevel = Literal["study", "series", "instance"]
+QIDO_SEARCH: dict[QidoLevel, Callable[..., list[dict[str, Any]]]] = {
+    "study": search_studies,
+    "series": search_series,
+    "instance": search_instances,
+}
+"""Each level's search; it takes the path's study (and series) UID after the query."""
 
 
-def _wants_json(request: Request) -> bool:
+def _unless_json(request: Request, refusal: str) -> Response | None:
+    """A 406 saying ``refusal`` when the Accept header takes no JSON, else None."""
     accept = request.headers.get("accept", "").lower()
-    return not accept or any(m in accept for m in ("json", "*/*", "application/*"))
+    if not accept or any(m in accept for m in ("json", "*/*", "application/*")):
+        return None
+    return error_response(request, 406, "not_acceptable", refusal)
 
 
-def _qido(
-    request: Request,
-    session: Session,
-    settings: Settings,
-    level: str,
-    run: Callable[[Session, QidoQuery, str], list[dict[str, Any]]],
-) -> Response:
-    if not _wants_json(request):
-        return error_response(
-            request,
-            406,
-            "not_acceptable",
+@dataclass(frozen=True)
+class Search:
+    """A QIDO-RS request as every level reads it: its query, a session and the public base URL."""
+
+    request: Request
+    session: Session
+    base: str
+
+    def answer(self, level: QidoLevel, *within: str) -> Response:
+        """The DICOM JSON of ``level``'s matches (within the path's study / series UIDs)."""
+        refused = _unless_json(
+            self.request,
             "QIDO-RS answers application/dicom+json only (application/dicom+xml is not supported).",
         )
-    try:
-        query = parse_qido(list(request.query_params.multi_items()), level)
-    except InvalidInputError as exc:
-        return error_response(request, 400, "bad_request", str(exc))
-    body = run(session, query, public_base(request, settings))
-    return JSONResponse(body, media_type=DICOM_JSON)
+        if refused is not None:
+            return refused
+        try:
+            query = parse_qido(list(self.request.query_params.multi_items()), level)
+        except InvalidInputError as exc:
+            return error_response(self.request, 400, "bad_request", str(exc))
+        body = QIDO_SEARCH[level](self.session, query, self.base, *within)
+        return JSONResponse(body, media_type=DICOM_JSON)
 
 
-@router.get(
-    "/studies",
-    summary="QIDO-RS: search for studies",
-    description=QIDO_DESCRIPTION,
-    response_class=Response,
-    responses=QIDO_RESPONSES,
-)
-def qido_studies(
+def get_search(
     request: Request, session: SessionDep, settings: SettingsDep, principal: Reader
-) -> Response:
-    return _qido(request, session, settings, "study", search_studies)
+) -> Search:
+    return Search(request, session, public_base(request, settings))
+
+
+SearchDep = Annotated[Search, Depends(get_search)]
+
+
+@router.get("/studies", summary="QIDO-RS: search for studies", **QIDO_ROUTE)
+def qido_studies(search: SearchDep) -> Response:
+    return search.answer("study")
+
+
+@router.get("/series", summary="QIDO-RS: search for series (all studies)", **QIDO_ROUTE)
+def qido_all_series(search: SearchDep) -> Response:
+    return search.answer("series")
 
 
 @router.get(
-    "/series",
-    summary="QIDO-RS: search for series (all studies)",
-    description=QIDO_DESCRIPTION,
-    response_class=Response,
-    responses=QIDO_RESPONSES,
+    "/studies/{study_uid}/series", summary="QIDO-RS: search for series of a study", **QIDO_ROUTE
 )
-def qido_all_series(
-    request: Request, session: SessionDep, settings: SettingsDep, principal: Reader
-) -> Response:
-    return _qido(request, session, settings, "series", search_series)
+def qido_series(study_uid: StudyPath, search: SearchDep) -> Response:
+    return search.answer("series", study_uid)
 
 
-@router.get(
-    "/studies/{study_uid}/series",
-    summary="QIDO-RS: search for series of a study",
-    description=QIDO_DESCRIPTION,
-    response_class=Response,
-    responses=QIDO_RESPONSES,
-)
-def qido_series(
-    request: Request,
-    study_uid: StudyPath,
-    session: SessionDep,
-    settings: SettingsDep,
-    principal: Reader,
-) -> Response:
-    return _qido(request, session, settings, "series", partial(_in_study, search_series, study_uid))
-
-
-@router.get(
-    "/instances",
-    summary="QIDO-RS: search for instances (all studies)",
-    description=QIDO_DESCRIPTION,
-    response_class=Response,
-    responses=QIDO_RESPONSES,
-)
-def qido_all_instances(
-    request: Request, session: SessionDep, settings: SettingsDep, principal: Reader
-) -> Response:
-    return _qido(request, session, settings, "instance", search_instances)
+@router.get("/instances", summary="QIDO-RS: search for instances (all studies)", **QIDO_ROUTE)
+def qido_all_instances(search: SearchDep) -> Response:
+    return search.answer("instance")
 
 
 @router.get(
     "/studies/{study_uid}/instances",
     summary="QIDO-RS: search for instances of a study",
-    description=QIDO_DESCRIPTION,
-    response_class=Response,
-    responses=QIDO_RESPONSES,
+    **QIDO_ROUTE,
 )
-def qido_study_instances(
-    request: Request,
-    study_uid: StudyPath,
-    session: SessionDep,
-    settings: SettingsDep,
-    principal: Reader,
-) -> Response:
-    return _qido(
-        request, session, settings, "instance", partial(_in_study, search_instances, study_uid)
-    )
+def qido_study_instances(study_uid: StudyPath, search: SearchDep) -> Response:
+    return search.answer("instance", study_uid)
 
 
 @router.get(
     "/studies/{study_uid}/series/{series_uid}/instances",
     summary="QIDO-RS: search for instances of a series",
-    description=QIDO_DESCRIPTION,
-    response_class=Response,
-    responses=QIDO_RESPONSES,
+    **QIDO_ROUTE,
 )
 def qido_series_instances(
-    request: Request,
-    study_uid: StudyPath,
-    series_uid: SeriesPath,
-    session: SessionDep,
-    settings: SettingsDep,
-    principal: Reader,
+    study_uid: StudyPath, series_uid: SeriesPath, search: SearchDep
 ) -> Response:
-    def run(s: Session, q: QidoQuery, base: str) -> list[dict[str, Any]]:
-        return search_instances(s, q, base, study_uid, series_uid)
-
-    return _qido(request, session, settings, "instance", run)
-
-
-def _in_study(
-    search: Callable[..., list[dict[str, Any]]],
-    study_uid: str,
-    session: Session,
-    q: QidoQuery,
-    base: str,
-) -> list[dict[str, Any]]:
-    return search(session, q, base, study_uid)
+    return search.answer("instance", study_uid, series_uid)
 
 
 # --- WADO-RS -------------------------------------------------------------------------------------
@@ -382,6 +356,10 @@ WADO_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"content": {'multipart/related; type="application/dicom"': {}}},
     404: {"model": ErrorBody},
     406: {"model": ErrorBody, "description": "A transfer syntax RadCheck does not hold"},
+}
+META_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {DICOM_JSON: {}}},
+    404: {"model": ErrorBody},
 }
 WADO_BOUNDARY = "radcheck-wado-9f1c2e7b"
 
@@ -411,235 +389,147 @@ class NotAcceptableError(Exception):
     """The Accept header asks for something this server cannot produce."""
 
 
-def _wado(
-    request: Request,
-    session: Session,
-    store: ContentStore,
-    reads: ReadAuditBuffer,
-    principal: Principal,
-    study_uid: str,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-) -> Response:
-    try:
-        wanted = _requested_syntax(request)
-    except NotAcceptableError as exc:
-        return error_response(request, 406, "not_acceptable", str(exc))
-    objects = retrievable(session, study_uid, series_uid, sop_uid)
-    if wanted not in (None, "*"):
-        accepted = set(wanted.split(","))
-        unmatched = [o for o in objects if o.transfer_syntax_uid not in accepted]
-        if unmatched:
-            return error_response(
-                request,
-                406,
-                "not_acceptable",
-                f"{len(unmatched)} instance(s) are stored in transfer syntax "
-                f"{unmatched[0].transfer_syntax_uid}, not {wanted}; RadCheck returns instances "
-                "as received (no transcoding): ask for transfer-syntax=* .",
-            )
-    reads.add(
-        actor=principal.actor,
-        action="instances.retrieved",
-        study_id=objects[0].study_id,
-        object_type="dicomweb",
-        object_id=len(objects),
-    )
-    paths = [(store.path_for(o.storage_path), o.transfer_syntax_uid) for o in objects]
+@dataclass(frozen=True)
+class Retrieval:
+    """A WADO-RS request at any level (study, series, instance): the objects and the read audit."""
 
-    def body() -> Iterator[bytes]:
-        for path, syntax in paths:
-            ts = f"; transfer-syntax={syntax}" if syntax else ""
-            yield (
-                f"--{WADO_BOUNDARY}\r\nContent-Type: application/dicom{ts}\r\n"
-                f"Content-Length: {path.stat().st_size}\r\n\r\n"
-            ).encode()
-            with path.open("rb") as handle:
-                while chunk := handle.read(1024 * 1024):
-                    yield chunk
-            yield b"\r\n"
-        yield f"--{WADO_BOUNDARY}--\r\n".encode()
+    request: Request
+    session: Session
+    store: ContentStore
+    reads: ReadAuditBuffer
+    actor: str
 
-    return StreamingResponse(
-        body(),
-        media_type=f'multipart/related; type="application/dicom"; boundary={WADO_BOUNDARY}',
-    )
+    def audit(self, action: str, objects: list[StoredObject]) -> None:
+        """Record the read of ``objects`` (one audit row for the whole answer)."""
+        self.reads.add(
+            actor=self.actor,
+            action=action,
+            study_id=objects[0].study_id,
+            object_type="dicomweb",
+            object_id=len(objects),
+        )
+
+    def instances(self, study_uid: str, *below: str) -> Response:
+        """The instances as multipart/related application/dicom, as stored (no transcoding)."""
+        try:
+            wanted = _requested_syntax(self.request)
+        except NotAcceptableError as exc:
+            return error_response(self.request, 406, "not_acceptable", str(exc))
+        objects = retrievable(self.session, study_uid, *below)
+        if wanted not in (None, "*"):
+            accepted = set(wanted.split(","))
+            unmatched = [o for o in objects if o.transfer_syntax_uid not in accepted]
+            if unmatched:
+                return error_response(
+                    self.request,
+                    406,
+                    "not_acceptable",
+                    f"{len(unmatched)} instance(s) are stored in transfer syntax "
+                    f"{unmatched[0].transfer_syntax_uid}, not {wanted}; RadCheck returns "
+                    "instances as received (no transcoding): ask for transfer-syntax=* .",
+                )
+        self.audit("instances.retrieved", objects)
+        paths = [(self.store.path_for(o.storage_path), o.transfer_syntax_uid) for o in objects]
+
+        def body() -> Iterator[bytes]:
+            for path, syntax in paths:
+                ts = f"; transfer-syntax={syntax}" if syntax else ""
+                yield (
+                    f"--{WADO_BOUNDARY}\r\nContent-Type: application/dicom{ts}\r\n"
+                    f"Content-Length: {path.stat().st_size}\r\n\r\n"
+                ).encode()
+                with path.open("rb") as handle:
+                    while chunk := handle.read(1024 * 1024):
+                        yield chunk
+                yield b"\r\n"
+            yield f"--{WADO_BOUNDARY}--\r\n".encode()
+
+        return StreamingResponse(
+            body(),
+            media_type=f'multipart/related; type="application/dicom"; boundary={WADO_BOUNDARY}',
+        )
+
+    def metadata(self, study_uid: str, *below: str) -> Response:
+        """The instances' metadata as DICOM JSON."""
+        refused = _unless_json(
+            self.request, "WADO-RS metadata is served as application/dicom+json."
+        )
+        if refused is not None:
+            return refused
+        objects = retrievable(self.session, study_uid, *below)
+        self.audit("metadata.read", objects)
+        # Bulk data (pixel data) is left out: RadCheck has no bulkdata resource; retrieve the instance.
+        body = [instance_metadata(self.store.path_for(o.storage_path)) for o in objects]
+        return JSONResponse(body, media_type=DICOM_JSON)
 
 
-@router.get(
-    "/studies/{study_uid}",
-    summary="WADO-RS: retrieve a study's instances",
-    response_class=Response,
-    responses=WADO_RESPONSES,
-)
-def wado_study(
-    request: Request,
-    study_uid: StudyPath,
-    session: SessionDep,
-    store: StoreDep,
-    reads: ReadAuditDep,
-    principal: Reader,
-) -> Response:
-    return _wado(request, session, store, reads, principal, study_uid)
+def get_retrieval(
+    request: Request, session: SessionDep, store: StoreDep, reads: ReadAuditDep, principal: Reader
+) -> Retrieval:
+    return Retrieval(request, session, store, reads, principal.actor)
+
+
+RetrievalDep = Annotated[Retrieval, Depends(get_retrieval)]
+WADO_ROUTE: dict[str, Any] = {"response_class": Response, "responses": WADO_RESPONSES}
+META_ROUTE: dict[str, Any] = {"response_class": Response, "responses": META_RESPONSES}
+
+
+@router.get("/studies/{study_uid}", summary="WADO-RS: retrieve a study's instances", **WADO_ROUTE)
+def wado_study(study_uid: StudyPath, wado: RetrievalDep) -> Response:
+    return wado.instances(study_uid)
 
 
 @router.get(
     "/studies/{study_uid}/series/{series_uid}",
     summary="WADO-RS: retrieve a series' instances",
-    response_class=Response,
-    responses=WADO_RESPONSES,
+    **WADO_ROUTE,
 )
-def wado_series(
-    request: Request,
-    study_uid: StudyPath,
-    series_uid: SeriesPath,
-    session: SessionDep,
-    store: StoreDep,
-    reads: ReadAuditDep,
-    principal: Reader,
-) -> Response:
-    return _wado(request, session, store, reads, principal, study_uid, series_uid)
+def wado_series(study_uid: StudyPath, series_uid: SeriesPath, wado: RetrievalDep) -> Response:
+    return wado.instances(study_uid, series_uid)
 
 
 @router.get(
     "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
     summary="WADO-RS: retrieve one instance",
-    response_class=Response,
-    responses=WADO_RESPONSES,
+    **WADO_ROUTE,
 )
 def wado_instance(
-    request: Request,
-    study_uid: StudyPath,
-    series_uid: SeriesPath,
-    sop_uid: SopPath,
-    session: SessionDep,
-    store: StoreDep,
-    reads: ReadAuditDep,
-    principal: Reader,
+    study_uid: StudyPath, series_uid: SeriesPath, sop_uid: SopPath, wado: RetrievalDep
 ) -> Response:
-    return _wado(request, session, store, reads, principal, study_uid, series_uid, sop_uid)
-
-
-def _metadata(
-    request: Request,
-    session: Session,
-    store: ContentStore,
-    reads: ReadAuditBuffer,
-    principal: Principal,
-    settings: Settings,
-    study_uid: str,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-) -> Response:
-    if not _wants_json(request):
-        return error_response(
-            request, 406, "not_acceptable", "WADO-RS metadata is served as application/dicom+json."
-        )
-    objects = retrievable(session, study_uid, series_uid, sop_uid)
-    reads.add(
-        actor=principal.actor,
-        action="metadata.read",
-        study_id=objects[0].study_id,
-        object_type="dicomweb",
-        object_id=len(objects),
-    )
-    # Bulk data (pixel data) is left out: RadCheck has no bulkdata resource; retrieve the instance.
-    body = [instance_metadata(store.path_for(o.storage_path)) for o in objects]
-    return JSONResponse(body, media_type=DICOM_JSON)
-
-
-META_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"content": {DICOM_JSON: {}}},
-    404: {"model": ErrorBody},
-}
+    return wado.instances(study_uid, series_uid, sop_uid)
 
 
 @router.get(
     "/studies/{study_uid}/metadata",
     summary="WADO-RS: metadata of a study's instances",
-    response_class=Response,
-    responses=META_RESPONSES,
+    **META_ROUTE,
 )
-def metadata_study(
-    request: Request,
-    study_uid: StudyPath,
-    session: SessionDep,
-    store: StoreDep,
-    reads: ReadAuditDep,
-    principal: Reader,
-    settings: SettingsDep,
-) -> Response:
-    return _metadata(request, session, store, reads, principal, settings, study_uid)
+def metadata_study(study_uid: StudyPath, wado: RetrievalDep) -> Response:
+    return wado.metadata(study_uid)
 
 
 @router.get(
     "/studies/{study_uid}/series/{series_uid}/metadata",
     summary="WADO-RS: metadata of a series' instances",
-    response_class=Response,
-    responses=META_RESPONSES,
+    **META_ROUTE,
 )
-def metadata_series(
-    request: Request,
-    study_uid: StudyPath,
-    series_uid: SeriesPath,
-    session: SessionDep,
-    store: StoreDep,
-    reads: ReadAuditDep,
-    principal: Reader,
-    settings: SettingsDep,
-) -> Response:
-    return _metadata(request, session, store, reads, principal, settings, study_uid, series_uid)
+def metadata_series(study_uid: StudyPath, series_uid: SeriesPath, wado: RetrievalDep) -> Response:
+    return wado.metadata(study_uid, series_uid)
 
 
 @router.get(
     "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
     summary="WADO-RS: metadata of one instance",
-    response_class=Response,
-    responses=META_RESPONSES,
+    **META_ROUTE,
 )
 def metadata_instance(
-    request: Request,
-    study_uid: StudyPath,
-    series_uid: SeriesPath,
-    sop_uid: SopPath,
-    session: SessionDep,
-    store: StoreDep,
-    reads: ReadAuditDep,
-    principal: Reader,
-    settings: SettingsDep,
+    study_uid: StudyPath, series_uid: SeriesPath, sop_uid: SopPath, wado: RetrievalDep
 ) -> Response:
-    return _metadata(
-        request, session, store, reads, principal, settings, study_uid, series_uid, sop_uid
-    )
+    return wado.metadata(study_uid, series_uid, sop_uid)
 
 
-@router.get(
-    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
-    summary="WADO-RS: the instance rendered (image/png or image/jpeg)",
-    description="The checker's display pipeline (MONOCHROME1 inverted, VOI LUT / window). "
-    "Accept: image/jpeg for JPEG, else PNG. Query: window=center,width[,function] and "
-    "viewport=width,height (the longest side is fitted).",
-    response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}}},
-        400: {"model": ErrorBody},
-        404: {"model": ErrorBody},
-    },
-)
-def rendered_instance(
-    request: Request,
-    study_uid: StudyPath,
-    series_uid: SeriesPath,
-    sop_uid: SopPath,
-    session: SessionDep,
-    store: StoreDep,
-    reads: ReadAuditDep,
-    principal: Reader,
-    window: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9.,\-a-zA-Z_]+$")] = None,
-    viewport: Annotated[str | None, Query(max_length=32, pattern=r"^[0-9]+(,[0-9]+)?$")] = None,
-) -> Response:
-    retrievable(session, study_uid, series_uid, sop_uid)  # 404 unless under this path
-    accept = request.headers.get("accept", "").lower()
+def _display_request(accept: str, window: str | None, viewport: str | None) -> DisplayRequest | str:
+    """WADO-RS rendered parameters as the display pipeline's request, or what is wrong with them."""
     fmt: Literal["png", "jpeg"] = (
         "jpeg" if "image/jpeg" in accept and "image/png" not in accept else "png"
     )
@@ -649,24 +539,36 @@ def rendered_instance(
         try:
             center, width = float(parts[0]), float(parts[1])
         except (ValueError, IndexError):
-            return error_response(
-                request, 400, "bad_request", "window must be center,width[,function]"
-            )
+            return "window must be center,width[,function]"
         if width < 1:
-            return error_response(request, 400, "bad_request", "window width must be >= 1")
+            return "window width must be >= 1"
     size = 1024
     if viewport is not None:
         size = max(16, min(MAX_SIZE, max(int(v) for v in viewport.split(","))))
-    cache: RenderCache = request.app.state.render_cache
-    req = DisplayRequest(center=center, width=width, max_size=size, format=fmt)
-    out, study_id, _cached = render_instance(
-        session, store, cache, sop_instance_uid=sop_uid, req=req
-    )
-    reads.add(
-        actor=principal.actor,
-        action="image.read",
-        study_id=study_id,
-        object_type="instance",
-        object_id=sop_uid[:64],
-    )
+    return DisplayRequest(center=center, width=width, max_size=size, format=fmt)
+
+
+@router.get(
+    "/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
+    summary="WADO-RS: the instance rendered (image/png or image/jpeg)",
+    description="The checker's display pipeline (MONOCHROME1 inverted, VOI LUT / window). "
+    "Accept: image/jpeg for JPEG, else PNG. Query: window=center,width[,function] and "
+    "viewport=width,height (the longest side is fitted).",
+    response_class=Response,
+    responses={**RENDERED_RESPONSES, 400: {"model": ErrorBody}},
+)
+def rendered_instance(
+    request: Request,
+    study_uid: StudyPath,
+    series_uid: SeriesPath,
+    sop_uid: SopPath,
+    display: DisplayDep,
+    window: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9.,\-a-zA-Z_]+$")] = None,
+    viewport: Annotated[str | None, Query(max_length=32, pattern=r"^[0-9]+(,[0-9]+)?$")] = None,
+) -> Response:
+    retrievable(display.session, study_uid, series_uid, sop_uid)  # 404 unless under this path
+    req = _display_request(request.headers.get("accept", "").lower(), window, viewport)
+    if isinstance(req, str):
+        return error_response(request, 400, "bad_request", req)
+    out, _cached = display.render(sop_uid, req)
     return Response(out.content, media_type=out.media_type)

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from app.api.deps import DbDep, SettingsDep
 from app.api.schemas import HealthOut, ReadinessOut
 from app.db.migrate import current_revision, head_revision
-from app.services.jobs import worker_alive
+from app.services.heartbeats import worker_alive
 
 router = APIRouter(tags=["health"])
 

@@ -38,7 +38,7 @@ from tests.medvlm.test_runtime_helpers import tiny_checkpoint
 
 __all__ = ["tiny_checkpoint"]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 API = "/api/v1"
 KEY = "killed-model-server-key-" + "k" * 24
 GENERATE = b"/chat/completions"

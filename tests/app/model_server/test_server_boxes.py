@@ -22,7 +22,7 @@ from medvlm.checking import Checker, CheckerConfig
 from medvlm.reports import ParsedReport
 from medvlm.runtime import OpenAIRuntime, TransformersRuntime
 from medvlm.runtime.base import GenerationResult
-from tests.app.test_model_server import _Server
+from tests.app.model_server.test_server import _Server
 from tests.medvlm.test_runtime_helpers import network_guard, offline_guard, tiny_checkpoint
 
 __all__ = ["offline_guard", "tiny_checkpoint"]
