@@ -8,6 +8,10 @@ Writes p50/p95/p99 latency, throughput and error counts as JSON.
 
     python bench/api_load.py --backend sqlite --backend postgresql --out bench/results/api_load.json
 
+RadCheck runs as `radcheck serve --processes N` (`--processes`, default 2: one API process per core
+of this 2-core machine; the check worker then runs as its own process). `--processes 1` measures
+the single-process server.
+
 Orthanc (Debian's, a throw-away instance) is measured in the same run as the reference: the same
 studies uploaded, then its REST reads (a page of expanded studies, one study, its instances) under
 the same two loads (`--backend orthanc`; on by default).
@@ -232,7 +236,7 @@ async def load(
 
 
 def bench_backend(
-    backend: str, clients: int, seconds: float, studies: int, rate: float
+    backend: str, clients: int, seconds: float, studies: int, rate: float, processes: int
 ) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="radcheck-bench-")
     env = {
@@ -249,12 +253,12 @@ def bench_backend(
         run_cli(env, "db", "upgrade")
         key = run_cli(env, "apikey", "create", "--role", "integration", "--name", "bench")
         port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--no-ui", "--port", str(port)], env=env
-        )
+        serve = ["serve", "--no-ui", "--port", str(port), "--processes", str(processes)]
+        server = subprocess.Popen([sys.executable, "-m", "app.cli", *serve], env=env)
+        started = time.monotonic()
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 try:
                     if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
@@ -262,6 +266,8 @@ def bench_backend(
                 except httpx.HTTPError:
                     time.sleep(0.2)
             uids, jobs = asyncio.run(seed(base, key, studies))
+            # health answers once the first API process is up; give the others time to start
+            time.sleep(max(0.0, 30.0 * (processes > 1) - (time.monotonic() - started)))
             pick, headers = radcheck_picker(uids, jobs), {"X-API-Key": key}
             paced = asyncio.run(load(base, headers, pick, clients, seconds, rate))
             saturated = asyncio.run(load(base, headers, pick, clients, seconds, None))
@@ -273,6 +279,7 @@ def bench_backend(
             drop_pg_database(pg_name)
     return {
         "backend": backend,
+        "api_processes": processes,
         "clients": clients,
         "seconds": seconds,
         "studies": studies,
@@ -319,12 +326,15 @@ def main() -> None:
         default=100.0,
         help="Total requests/s of the paced run (50 clients x 2/s: a busy reading room)",
     )
+    parser.add_argument(
+        "--processes", type=int, default=2, help="radcheck serve --processes (API processes)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/api_load.json"))
     args = parser.parse_args()
     results = [
         bench_orthanc(args.clients, args.seconds, args.studies, args.rate)
         if b == "orthanc"
-        else bench_backend(b, args.clients, args.seconds, args.studies, args.rate)
+        else bench_backend(b, args.clients, args.seconds, args.studies, args.rate, args.processes)
         for b in (args.backend or ["sqlite", "postgresql", "orthanc"])
     ]
     report = {

@@ -21,7 +21,7 @@ from tests.app.test_hostile_serve import (
     wait_for,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 API = "/api/v1"
 
 
