@@ -19,6 +19,7 @@ from app.services.errors import (
     PayloadTooLargeError,
     ServiceError,
     StorageFullError,
+    database_disk_full,
 )
 from medvlm.checking import CheckerConfigError, CheckTimeBudgetError
 from medvlm.errors import MedVLMError
@@ -106,30 +107,14 @@ DATABASE_ERRORS = (OperationalError, InterfaceError)
 """What SQLAlchemy raises when the database went away (restart, failover, network) or is busy."""
 
 
-def database_full(exc: Exception) -> bool:
-    """The database refused a write for want of disk space: SQLite's SQLITE_FULL ("database or
-    disk is full", its file or WAL in the data directory) or PostgreSQL's disk_full (53100)."""
-    orig = getattr(exc, "orig", None)
-    return (
-        getattr(orig, "sqlite_errorname", None) == "SQLITE_FULL"
-        or getattr(orig, "sqlstate", None) == "53100"
-    )
-
-
 def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """503 with Retry-After in the one error shape: nothing was committed, the caller may retry.
 
     A database whose disk is full is no outage a retry outlives: 507, naming the fix."""
-    if database_full(exc):
+    full = database_disk_full(exc)
+    if full is not None:
         logger.error("database disk full (request %s)", request_id_of(request))
-        return error_response(
-            request,
-            507,
-            "insufficient_storage",
-            "No space left on the database's disk (SQLite: the data directory; PostgreSQL: the "
-            "server's data directory); nothing was changed. Free disk space in the data directory "
-            "(RADCHECK_STORAGE__DATA_DIR) or on the database server, then re-send.",
-        )
+        return error_response(request, 507, "insufficient_storage", str(full))
     logger.warning(
         "database unavailable (request %s): %s", request_id_of(request), type(exc).__name__
     )

@@ -196,7 +196,13 @@ def test_full_tmpfs_under_sqlite_and_files_is_507_leaves_nothing_and_recovers(
                 sent += 1
             uids = stored_uids(settings)  # no file without a row, even when COMMIT failed
             assert len(uids) == sent and f"{UID}.1.{sent}" not in uids
+            # STOW-RS on the full disk: its part's temp file, the store or the database refuses.
+            r = stow(client, key, blobs[sent : sent + 3])
+            stowed = len(stored_uids(settings)) - sent
+            assert_full(r, f"{stowed} instances of this request were stored before the disk filled")
             grow(data, 16384)
-            r = upload(client, key, blobs[sent])
+            r = upload(client, key, blobs[sent + stowed])
             assert r.status_code == 201, r.text
-            assert len(stored_uids(settings)) == sent + 1
+            r = stow(client, key, blobs[sent + stowed + 1 : sent + 3])
+            assert r.status_code == 200, r.text
+            assert stored_uids(settings) == {f"{UID}.1.{i}" for i in range(sent + 3)}
