@@ -19,6 +19,7 @@ from app.services.errors import (
     PayloadTooLargeError,
     ServiceError,
     StorageFullError,
+    database_disk_full,
 )
 from medvlm.checking import CheckerConfigError, CheckTimeBudgetError
 from medvlm.errors import MedVLMError
@@ -107,7 +108,13 @@ DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """503 with Retry-After in the one error shape: nothing was committed, the caller may retry."""
+    """503 with Retry-After in the one error shape: nothing was committed, the caller may retry.
+
+    A database whose disk is full is no outage a retry outlives: 507, naming the fix."""
+    full = database_disk_full(exc)
+    if full is not None:
+        logger.error("database disk full (request %s)", request_id_of(request))
+        return error_response(request, 507, "insufficient_storage", str(full))
     logger.warning(
         "database unavailable (request %s): %s", request_id_of(request), type(exc).__name__
     )

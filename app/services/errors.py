@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class ServiceError(Exception):
     """Root of the errors a use case raises on purpose."""
@@ -33,6 +35,24 @@ class StorageFullError(ServiceError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+def database_disk_full(exc: BaseException) -> StorageFullError | None:
+    """The 507 for a database that refused a write for want of disk space (SQLite's SQLITE_FULL,
+    "database or disk is full", its file or WAL in the data directory; PostgreSQL's disk_full,
+    SQLSTATE 53100), or None when ``exc`` (a SQLAlchemy error) is something else."""
+    orig = getattr(exc, "orig", None)
+    if not (
+        getattr(orig, "sqlite_errorname", None) == "SQLITE_FULL"
+        or getattr(orig, "sqlstate", None) == "53100"
+    ):
+        return None
+    return StorageFullError(
+        errno.ENOSPC,
+        "No space left on the database's disk (SQLite: the data directory; PostgreSQL: the "
+        "server's data directory); nothing was changed. Free disk space in the data directory "
+        "(RADCHECK_STORAGE__DATA_DIR) or on the database server, then re-send.",
+    )
 
 
 class CheckIncompleteError(ServiceError):

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -135,6 +135,8 @@ def ingest_instance(
         return _already_stored(session, store, existing, data, inst, digest, outcome, actor, limits)
     study, row = won
     stored = store.commit(staged)
+    if stored.created:
+        _remove_unless_committed(session, store, stored.relative_path)
     audit.record(
         session,
         actor=actor,
@@ -146,6 +148,33 @@ def ingest_instance(
     )
     logger.info("stored instance id=%s study id=%s kind=%s", row.id, study.id, row.kind)
     return outcome
+
+
+_PLACED = "radcheck.ingest.placed_files"
+"""``session.info`` key: the files put in place for this session's transaction's new rows."""
+
+
+def _remove_unless_committed(session: Session, store: ContentStore, relative_path: str) -> None:
+    """The file put in place for this transaction's new row is removed if the transaction rolls
+    back instead of committing (SQLite finding its disk full at COMMIT, the database going away):
+    no file is left without a row. Savepoints inside the transaction do not count."""
+    placed: list[str] | None = session.info.get(_PLACED)
+    if placed is None:
+        placed = session.info[_PLACED] = []
+
+        def committed(s: Session) -> None:
+            if not s.in_nested_transaction():
+                placed.clear()
+
+        def rolled_back(s: Session) -> None:
+            if not s.in_nested_transaction():
+                for path in placed:
+                    store.remove(path)
+                placed.clear()
+
+        event.listen(session, "after_commit", committed)
+        event.listen(session, "after_rollback", rolled_back)
+    placed.append(relative_path)
 
 
 def _insert(

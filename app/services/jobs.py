@@ -32,7 +32,7 @@ from app.services.errors import ConflictError, NotFoundError
 from app.services.groundings import link_boxes, store_groundings
 from app.services.pipeline import CandidateImage, JobInputs, PipelineResult
 from app.services.reports import parsed_from_row
-from app.services.worklist import refresh_worklist_row
+from app.services.worklist import lock_study, refresh_worklist_row
 
 __all__ = [
     "claim_next",
@@ -57,6 +57,7 @@ def request_check(
     study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
     if study is None:
         raise NotFoundError(f"No study with StudyInstanceUID {study_uid!r}.")
+    lock_study(session, study.id)  # before any write: see lock_study for the order
     query = select(Report).where(Report.study_id == study.id)
     if report_version is not None:
         query = query.where(Report.version == report_version)
@@ -218,6 +219,7 @@ def complete_job(session: Session, *, job_id: int, worker_id: str, result: Pipel
     if job is None:
         logger.warning("job %s: lease lost before completion; result discarded", job_id)
         return False
+    lock_study(session, job.study_id)  # before any write: see lock_study for the order
     session.execute(delete(Flag).where(Flag.check_job_id == job.id))
     grounding_ids = store_groundings(session, job, result.groundings)
     seen: set[str] = set()

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from app.db.models import DismissReason, Flag, Review, ReviewDecision
 from app.services import audit
 from app.services.errors import InvalidInputError, NotFoundError
-from app.services.worklist import refresh_worklist_row
+from app.services.worklist import lock_study, refresh_worklist_row
 
 __all__ = ["review_flag", "review_history"]
 
@@ -32,6 +32,7 @@ def review_flag(
         )
     if reason is DismissReason.OTHER and not (comment or "").strip():
         raise InvalidInputError("Reason 'other' needs a comment saying why the flag is dismissed.")
+    lock_study(session, flag.study_id)  # before any write: see lock_study for the order
     review = Review(
         flag_id=flag.id,
         decision=decision.value,

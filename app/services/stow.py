@@ -45,6 +45,7 @@ from app.services.errors import (
     PayloadTooLargeError,
     ServiceError,
     StorageFullError,
+    database_disk_full,
 )
 from app.services.ingest import IngestLimits, IngestOutcome, StudyMismatchError, ingest_instance
 from app.services.storage import ContentStore, raise_if_full
@@ -261,8 +262,8 @@ def store_part(
     limits: IngestLimits,
 ) -> PartResult:
     """Validate and store one part through :func:`ingest_instance` (inflated and pixel sizes
-    bounded by ``limits``: the settings'); never raises for bad input. A full disk raises
-    :class:`StorageFullError` (nothing of the part was stored)."""
+    bounded by ``limits``: the settings'); never raises for bad input. A full disk (the file
+    store's or the database's) raises :class:`StorageFullError` (nothing of the part was stored)."""
     try:
         if part.index >= max_parts:
             return _failed(
@@ -310,7 +311,11 @@ def store_part(
     except OSError:
         logger.exception("STOW part %d: storage error", part.index)
         return _failed(FailureReason.PROCESSING_FAILURE, "storage error")
-    except Exception:  # one bad part never fails the others; logged without PHI
+    except Exception as exc:  # one bad part never fails the others; logged without PHI
+        full = database_disk_full(exc)
+        if full is not None:
+            logger.error("STOW part %d: the database's disk is full", part.index)
+            raise full from exc  # as for the file store: the request stops (507)
         logger.exception("STOW part %d: processing failure", part.index)
         return _failed(FailureReason.PROCESSING_FAILURE, "processing failure")
 

@@ -29,6 +29,7 @@ from app.db.models import (
 __all__ = [
     "SEVERITY_RANK",
     "WorklistFilter",
+    "lock_study",
     "next_unreviewed",
     "rebuild_worklist",
     "refresh_worklist_row",
@@ -59,18 +60,31 @@ _OPEN_COLUMN = {
 }
 
 
-def refresh_worklist_row(session: Session, study_id: int) -> None:
-    """Recompute one study's worklist row from its latest check's flags and their reviews.
+def lock_study(session: Session, study_id: int) -> bool:
+    """Lock the study's row for the rest of the transaction (``FOR UPDATE`` on PostgreSQL; SQLite
+    already serialises writers); False when there is no such study.
 
-    Called inside the transaction that changed them (a check queued or completed, a flag reviewed).
-    On PostgreSQL the study row is locked first, so two concurrent reviews of one study cannot both
-    count without the other's decision; SQLite already serialises writers.
+    The lock order of every writer that changes a study's flags, reviews or checks: the study row
+    first, then the audit chain's head (taken by the first audit row flushed). A writer that locked
+    the study only after flushing its audit row would deadlock with one that holds the study and
+    waits for the chain's head (``submit_report``, ``request_check``): PostgreSQL aborts one of
+    them, and the API answers 503.
     """
-    session.flush()
     lock = select(Study.id).where(Study.id == study_id)
     if session.get_bind().dialect.name == "postgresql":
         lock = lock.with_for_update()
-    if session.scalar(lock) is None:
+    return session.scalar(lock) is not None
+
+
+def refresh_worklist_row(session: Session, study_id: int) -> None:
+    """Recompute one study's worklist row from its latest check's flags and their reviews.
+
+    Called inside the transaction that changed them (a check queued or completed, a flag reviewed),
+    which took :func:`lock_study` before its first write; the lock is taken again here (a no-op
+    then), so two concurrent reviews of one study cannot both count without the other's decision.
+    """
+    session.flush()
+    if not lock_study(session, study_id):
         return
     latest = session.scalar(select(func.max(CheckJob.id)).where(CheckJob.study_id == study_id))
     is_open = ~exists().where(Review.flag_id == Flag.id)

@@ -12,9 +12,11 @@ from typing import Any
 import pydicom
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from app.db.models import CheckJob, Instance, Report, Series, Study
+from app.db.models import AuditEvent, CheckJob, Flag, Instance, Report, Review, Series, Study
 from app.db.session import Database
 from app.services import jobs
 from app.services.ingest import ingest_instance
@@ -22,7 +24,9 @@ from app.services.reports import ReportSubmission, submit_report
 from app.services.storage import ContentStore
 from app.settings import Settings
 from dicom_io import DecodeLimits
-from tests.app.conftest import limits_of
+from tests.app.conftest import auth, limits_of
+from tests.app.test_api import API
+from tests.app.test_worklist_rows import FLAGGED, assert_worklist_agrees
 
 UID = "1.2.826.0.1.3680043.10.545"
 
@@ -210,3 +214,79 @@ def one_round(
     )
     assert not [r for r in requested if isinstance(r, Exception)], (round_, requested)
     assert len(set(requested)) == 1, (round_, requested)
+
+
+def test_stress_reviews_race_on_the_same_flags(
+    settings: Settings, keys: dict[str, str], rg1_path: Path
+) -> None:
+    """Each round: a checked study with flags, then reviews of the same flags racing through the
+    API (accept and dismiss from several threads, each followed by a re-review) alongside a new
+    report version and a new check request. Every review answers 201 or a 409 with a message,
+    never a 5xx; every 201 is in the history and the audit trail; the worklist's counts equal a
+    recount from the flags and reviews after every round."""
+    from fastapi.testclient import TestClient
+
+    from app.api import create_app
+    from tests.app.test_jobs import add_study, run_one
+    from tests.app.test_worklist_rows import make_worker
+
+    db = Database(settings.database_url)
+    worker = make_worker(db, settings)
+    with TestClient(create_app(settings, run_worker=False)) as client:
+        for round_ in range(STRESS_ROUNDS):
+            uid = add_study(db, settings, rg1_path, 1000 + round_)  # a flagged report
+            with db.session() as session:
+                jobs.request_check(
+                    session, study_uid=uid, actor="t", max_attempts=3, report_version=None
+                )
+            assert run_one(worker), round_
+            review_round(client, db, keys["radiologist"], uid, round_, STRESS_THREADS)
+            assert run_one(worker), round_  # the check requested during the race runs ...
+            assert_worklist_agrees(db)  # ... and the counts follow its flags
+    db.dispose()
+
+
+def review_round(client: TestClient, db: Database, key: str, uid: str, round_: int, n: int) -> None:
+    """``n`` reviewers on the study's flags (two decisions each) and one writer changing the study."""
+    with db.session() as session:
+        flag_ids = list(
+            session.scalars(select(Flag.id).join(Study).where(Study.study_instance_uid == uid))
+        )
+    assert flag_ids, (round_, "the flagged report produced no flag")
+
+    def change_study(s: Session) -> None:
+        submit_report(s, study_uid=uid, submission=FLAGGED, actor="t")
+        jobs.request_check(s, study_uid=uid, actor="t", max_attempts=3, report_version=None)
+
+    def review(i: int) -> list[tuple[int, int, str]]:
+        if i == n:  # the study changes under the reviewers: a new version and its check
+            db.run(change_study)
+            return []
+        flag = flag_ids[i % len(flag_ids)]
+        out = []
+        for decision in ("accepted", "dismissed")[:: 1 if i % 2 else -1]:  # then a re-review
+            body = {"decision": decision}
+            if decision == "dismissed":
+                body["reason"] = "false_positive"
+            r = client.post(f"{API}/flags/{flag}/reviews", json=body, headers=auth(key))
+            out.append((flag, r.status_code, r.text))
+        return out
+
+    results = parallel(n + 1, review)
+    assert not [r for r in results if isinstance(r, Exception)], (round_, results)
+    answers = [a for r in results for a in r]
+    assert not [a for a in answers if a[1] not in (201, 409)], (round_, answers)
+    for _, status, text in answers:
+        if status == 409:  # a refused race says why, in the one error shape
+            assert '"detail"' in text and '"request_id"' in text, (round_, text)
+    with db.session() as session:
+        for flag in flag_ids:
+            won = sum(1 for f, status, _ in answers if f == flag and status == 201)
+            reviews = session.scalar(select(func.count(Review.id)).where(Review.flag_id == flag))
+            audited = session.scalar(
+                select(func.count(AuditEvent.id)).where(
+                    AuditEvent.object_type == "flag", AuditEvent.object_id == str(flag)
+                )
+            )
+            assert reviews == audited == won, (round_, flag, reviews, audited, won)  # none lost
+    assert_worklist_agrees(db)

@@ -4,7 +4,9 @@
 store's folder is a tmpfs of a few hundred KiB (``mount -t tmpfs -o size=...``, root only), filled
 with real DICOM through both doors (``POST /api/v1/instances`` and STOW-RS) until it refuses. Each
 refusal is a 507 in the one error shape naming the problem and the fix, leaves no partial file and
-no row, and once space is freed (the tmpfs remounted bigger) the same instances are stored.
+no row, and once space is freed (the tmpfs remounted bigger) the same instances are stored. A
+second case puts the whole data directory (SQLite database and WAL, file store) on the tmpfs, so
+the database may be the one to find the disk full.
 Without permission to mount the test skips, unless RADCHECK_TEST_REQUIRE_TMPFS=1 (CI sets it),
 then it fails.
 """
@@ -25,10 +27,12 @@ from httpx import Response
 from sqlalchemy import select
 
 from app.api import create_app
+from app.db.migrate import upgrade
 from app.db.models import Instance
 from app.db.session import Database
+from app.services.auth import create_api_key
 from app.settings import Settings
-from tests.app.conftest import auth
+from tests.app.conftest import auth, make_settings
 from tests.app.dicomweb_support import dicom_file
 
 API = "/api/v1"
@@ -165,3 +169,40 @@ def test_full_tmpfs_file_store_is_507_leaves_nothing_and_recovers(
         r = stow(client, key, blobs[sent + stowed + 1 : sent + 10])
         assert r.status_code == 200, r.text
         assert stored_uids(settings) == {f"{UID}.1.{i}" for i in range(sent + 10)}
+
+
+def test_full_tmpfs_under_sqlite_and_files_is_507_leaves_nothing_and_recovers(
+    tmp_path: Path,
+) -> None:
+    """The whole data directory (SQLite database, its WAL, the file store) on one small tmpfs:
+    whichever write finds the disk full first, the answer is a 507 and nothing is left behind."""
+    data = tmp_path / "data"
+    with small_disk(data, 4096):
+        settings = make_settings(data)
+        upgrade(settings.database_url)
+        db = Database(settings.database_url)
+        with db.session() as session:
+            _, key = create_api_key(session, name="pacs", role="integration")
+        db.dispose()
+        blobs = [instance(i) for i in range(151)]
+        with TestClient(create_app(settings, run_worker=False)) as client:
+            sent = 0
+            while True:
+                assert sent < 150, "a 4 MiB tmpfs took 150 instances of ~39 KB"
+                r = upload(client, key, blobs[sent])
+                if r.status_code != 201:
+                    assert_full(r)
+                    break
+                sent += 1
+            uids = stored_uids(settings)  # no file without a row, even when COMMIT failed
+            assert len(uids) == sent and f"{UID}.1.{sent}" not in uids
+            # STOW-RS on the full disk: its part's temp file, the store or the database refuses.
+            r = stow(client, key, blobs[sent : sent + 3])
+            stowed = len(stored_uids(settings)) - sent
+            assert_full(r, f"{stowed} instances of this request were stored before the disk filled")
+            grow(data, 16384)
+            r = upload(client, key, blobs[sent + stowed])
+            assert r.status_code == 201, r.text
+            r = stow(client, key, blobs[sent + stowed + 1 : sent + 3])
+            assert r.status_code == 200, r.text
+            assert stored_uids(settings) == {f"{UID}.1.{i}" for i in range(sent + 3)}
