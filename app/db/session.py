@@ -113,6 +113,18 @@ def create_db_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> En
     return engine
 
 
+class ReadSessionWriteError(RuntimeError):
+    """An ORM write through a read session: writes need a transaction (``Database.run``)."""
+
+
+def _reads_only(session: Session, *_args: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise ReadSessionWriteError(
+            "a read session (Database.reader: no transaction) cannot write ORM objects; "
+            "an audit row written there could break the hash chain: use Database.run"
+        )
+
+
 class Database:
     """An engine plus its session factory; one per process."""
 
@@ -123,6 +135,7 @@ class Database:
         self._lookups = sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
         )
+        event.listen(self._lookups, "before_flush", _reads_only)
 
     @property
     def dialect(self) -> str:
@@ -164,10 +177,19 @@ class Database:
 
     def lookup(self, work: Callable[[Session], T]) -> T:
         """Run a short read (a credential lookup, with its occasional bookkeeping write) outside
-        a transaction: each statement commits by itself, so a lookup is one round trip on
-        PostgreSQL instead of three (BEGIN, the query, COMMIT)."""
-        with self._lookups() as session:
+        a transaction (see :meth:`reader`)."""
+        with self.reader() as session:
             return work(session)
+
+    @contextmanager
+    def reader(self) -> Iterator[Session]:
+        """A session for reads, outside a transaction: each statement commits by itself, so a
+        read of N statements is N round trips on PostgreSQL instead of N + 2 (BEGIN, COMMIT).
+        Nothing is lost by it: PostgreSQL's read committed gives each statement its own snapshot
+        inside a transaction too, and SQLite's driver opens none for a SELECT. A write made
+        through it (an audit row) is durable when the statement returns."""
+        with self._lookups() as session, session.begin():
+            yield session
 
     def dispose(self) -> None:
         self.engine.dispose()

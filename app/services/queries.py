@@ -220,6 +220,8 @@ def _checks(
         .order_by(Flag.id, Review.id)
     ):
         m = r._mapping
+        if m["check_job_id"] not in by_id:
+            continue  # its check was queued and finished after the checks were read
         flag = flags.get(m["id"])
         if flag is None:
             flag = {k: v for k, v in m.items() if not k.startswith("review_")}
@@ -235,5 +237,6 @@ def _checks(
         .where(groundings_where)
         .order_by(GroundingRecord.check_job_id, GroundingRecord.position)
     ):
-        by_id[r.check_job_id]["groundings"].append(dict(r._mapping))
+        if r.check_job_id in by_id:
+            by_id[r.check_job_id]["groundings"].append(dict(r._mapping))
     return jobs

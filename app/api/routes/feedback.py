@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy.orm import Session
 
-from app.api.deps import Radiologist, SessionDep
+from app.api.deps import DbDep, Radiologist, SessionDep
 from app.api.people_schemas import FeedbackOut, FeedbackRow
 from app.services import audit
 from app.services.feedback import feedback_csv, feedback_stats
@@ -39,16 +40,21 @@ def get_stats(
     responses={200: {"content": {"text/csv": {}}}},
 )
 def get_stats_csv(
-    session: SessionDep, principal: Radiologist, date_from: DateQ = None, date_to: DateQ = None
+    db: DbDep, principal: Radiologist, date_from: DateQ = None, date_to: DateQ = None
 ) -> Response:
-    stats = feedback_stats(session, date_from=date_from, date_to=date_to)
-    audit.record(
-        session,
-        actor=principal.actor,
-        action="feedback.exported",
-        object_type="feedback",
-        details={"date_from": str(date_from), "date_to": str(date_to)},
-    )
+    def export(
+        session: Session,
+    ) -> dict[str, list[dict[str, Any]]]:  # a write (the audit row): a transaction
+        audit.record(
+            session,
+            actor=principal.actor,
+            action="feedback.exported",
+            object_type="feedback",
+            details={"date_from": str(date_from), "date_to": str(date_to)},
+        )
+        return feedback_stats(session, date_from=date_from, date_to=date_to)
+
+    stats = db.run(export)
     return Response(
         feedback_csv(stats),
         media_type="text/csv",
