@@ -175,9 +175,9 @@ class Database:
                 time.sleep(0.01 * attempt * attempt)
         raise AssertionError("unreachable")
 
-    def lookup(self, work: Callable[[Session], T]) -> T:
-        """Run a short read (a credential lookup, with its occasional bookkeeping write) outside
-        a transaction (see :meth:`reader`)."""
+    def read(self, work: Callable[[Session], T]) -> T:
+        """Run a read (a credential lookup with its occasional bookkeeping statement, a study
+        read) outside a transaction (see :meth:`reader`)."""
         with self.reader() as session:
             return work(session)
 

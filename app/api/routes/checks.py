@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
-from app.api.deps import DbDep, Integrator, ReadAuditDep, Requester, SessionDep, SettingsDep
+from app.api.deps import (
+    DbDep,
+    Integrator,
+    ReadAuditDep,
+    Requester,
+    SessionDep,
+    SettingsDep,
+    read_in_thread,
+)
 from app.api.errors import ErrorBody
 from app.api.routes.studies import check_out
 from app.api.schemas import CheckOut, CheckRequest, IdPath, UidPath
@@ -55,10 +63,10 @@ def post_check(
     summary="A check job with its status, error, timings, provenance and flags",
     responses={404: {"model": ErrorBody}},
 )
-def get_check(
-    job_id: IdPath, session: SessionDep, principal: Requester, reads: ReadAuditDep
+async def get_check(
+    job_id: IdPath, db: DbDep, principal: Requester, reads: ReadAuditDep
 ) -> CheckOut:
-    job = read_check(session, job_id)
+    job = await read_in_thread(db, lambda session: read_check(session, job_id))
     reads.add(
         actor=principal.actor,
         action="check.read",

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import DbDep, Integrator, ReadAuditDep, Reader, SessionDep, SettingsDep
+from app.api.deps import DbDep, Integrator, ReadAuditDep, Reader, SettingsDep, read_in_thread
 from app.api.errors import ErrorBody
 from app.api.schemas import (
     MAX_ID,
@@ -77,8 +77,8 @@ def study_detail(study: Row) -> StudyDetail:
 
 
 @router.get("", response_model=StudyPage, summary="List studies (newest first)")
-def studies(
-    session: SessionDep,
+async def studies(
+    db: DbDep,
     principal: Reader,
     reads: ReadAuditDep,
     status: Annotated[
@@ -102,7 +102,7 @@ def studies(
         limit=limit,
         offset=offset,
     )
-    items, total = list_studies(session, flt)
+    items, total = await read_in_thread(db, lambda session: list_studies(session, flt))
     reads.add(actor=principal.actor, action="studies.list", object_type="study")
     return StudyPage(
         items=[StudySummary(**item) for item in items], total=total, limit=limit, offset=offset
@@ -115,10 +115,10 @@ def studies(
     summary="A study with its images, report versions, checks and flags",
     responses=NOT_FOUND,
 )
-def study(
-    study_uid: UidPath, session: SessionDep, principal: Reader, reads: ReadAuditDep
+async def study(
+    study_uid: UidPath, db: DbDep, principal: Reader, reads: ReadAuditDep
 ) -> StudyDetail:
-    found = read_study(session, study_uid)
+    found = await read_in_thread(db, lambda session: read_study(session, study_uid))
     reads.add(actor=principal.actor, action="study.read", study_id=found["id"], object_type="study")
     return study_detail(found)
 
