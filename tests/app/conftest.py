@@ -1,9 +1,12 @@
-"""App fixtures: settings on a temp dir, a migrated database, API keys, a TestClient."""
+"""App fixtures: settings on a temp dir, a migrated database, API keys, a TestClient; and the small
+helpers the app tests share (``auth``, ``make_settings``, ``limits_of``, ``parallel``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -67,3 +70,27 @@ def limits_of(settings: Settings) -> IngestLimits:
 
 def auth(key: str) -> dict[str, str]:
     return {"X-API-Key": key}
+
+
+def parallel(n: int, work: Callable[[int], Any]) -> list[Any]:
+    """``work(0..n-1)`` on ``n`` threads released together; each result or the exception it raised."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+# The tiny checkpoint's name as a served model (``--served-model-name``).
+TINY_MODEL_ID = "radcheck/tiny-llava-rad"

@@ -1,12 +1,18 @@
-"""Helpers for the DICOMweb / PACS tests: the app under uvicorn on a free loopback port, test files."""
+"""Helpers for the DICOMweb / PACS tests: the app under uvicorn on a free loopback port, test files,
+and the C-STORE listener (``radcheck dicom listen``) as its own process."""
 
 from __future__ import annotations
 
 import copy
+import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,3 +82,91 @@ def copy_with_new_uids(
     if accession is not None:
         out.AccessionNumber = accession
     return out
+
+
+# The C-STORE listener (`radcheck dicom listen`) as its own process, fed by dcmtk.
+REPO = Path(__file__).resolve().parents[2]
+AET = "RADCHECK"
+SENDER = "STORESCU"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Listener:
+    def __init__(
+        self,
+        settings: Settings,
+        drain_s: float = 30.0,
+        allowed: tuple[str, ...] = (SENDER, "PYNETDICOM"),
+    ) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "RADCHECK_STORAGE__DATA_DIR": str(settings.storage.data_dir),
+            "RADCHECK_DATABASE__URL": settings.database_url,
+            "RADCHECK_LISTENER__ALLOWED_CALLING_AES": json.dumps(list(allowed)),
+            "RADCHECK_LISTENER__MIN_FREE_BYTES": "0",
+            "RADCHECK_LISTENER__DRAIN_S": str(drain_s),
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "dicom",
+                "listen",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(self.echo_ok, 60, "the listener to answer C-ECHO")
+
+    def echo_ok(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"listener exited: {self.process.stderr.read()}")  # type: ignore[union-attr]
+        result = subprocess.run(
+            ["echoscu", "-aet", SENDER, "-aec", AET, "127.0.0.1", str(self.port)],
+            capture_output=True,
+            timeout=30,
+        )
+        return result.returncode == 0
+
+    def storescu(self, *args: str, aet: str = SENDER) -> subprocess.CompletedProcess[str]:
+        options = [a for a in args if a.startswith(("-", "+"))]
+        files = [a for a in args if not a.startswith(("-", "+"))]
+        return subprocess.run(
+            [
+                "storescu",
+                "-v",
+                "-aet",
+                aet,
+                "-aec",
+                AET,
+                *options,
+                "127.0.0.1",
+                str(self.port),
+                *files,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _out, err = self.process.communicate(timeout=60)
+        return err

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pytest
@@ -24,30 +21,11 @@ from app.services.reports import ReportSubmission, submit_report
 from app.services.storage import ContentStore
 from app.settings import Settings
 from dicom_io import DecodeLimits
-from tests.app.conftest import auth, limits_of
-from tests.app.test_api import API
-from tests.app.test_worklist_rows import FLAGGED, assert_worklist_agrees
+from tests.app.api_support import API
+from tests.app.conftest import auth, limits_of, parallel
+from tests.app.jobs_support import FLAGGED, assert_worklist_agrees
 
 UID = "1.2.826.0.1.3680043.10.545"
-
-
-def parallel(n: int, work: Callable[[int], Any]) -> list[Any]:
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = work(i)
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
 
 
 def instance_bytes(src: Path, index: int, study_uid: str = UID) -> bytes:
@@ -122,7 +100,7 @@ def test_claim_skips_rows_locked_by_another_worker(
 
     from app.db.migrate import upgrade
     from tests.app.conftest import make_settings
-    from tests.app.test_jobs import add_study, queue
+    from tests.app.jobs_support import add_study, queue
 
     settings = make_settings(tmp_path / "data", pg_url)
     upgrade(settings.database_url)
@@ -227,8 +205,7 @@ def test_stress_reviews_race_on_the_same_flags(
     from fastapi.testclient import TestClient
 
     from app.api import create_app
-    from tests.app.test_jobs import add_study, run_one
-    from tests.app.test_worklist_rows import make_worker
+    from tests.app.jobs_support import add_study, make_worker, run_one
 
     db = Database(settings.database_url)
     worker = make_worker(db, settings)

@@ -17,8 +17,8 @@ from app.api import create_app
 from app.db.session import Database
 from app.services.users import create_user
 from app.settings import Settings
+from tests.app.api_support import REPORT, assert_error_shape, upload, wait_for_check
 from tests.app.conftest import auth
-from tests.app.test_api import REPORT, assert_error_shape, upload, wait_for_check
 
 API = "/api/v1"
 PASSWORD = "correct horse battery"

@@ -21,8 +21,8 @@ from app.api import create_app
 from app.db.migrate import upgrade
 from app.db.session import Database
 from app.services.auth import create_api_key
+from tests.app.api_support import API, upload
 from tests.app.conftest import auth, make_settings
-from tests.app.test_api import API, upload
 from tests.conftest import PG_ADMIN_URL
 
 

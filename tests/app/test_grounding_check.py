@@ -36,7 +36,7 @@ from medvlm.checking import Checker, CheckerConfig
 from medvlm.grounding import GroundingError
 from medvlm.runtime.base import GenerationResult
 from tests.app.conftest import auth, limits_of
-from tests.app.test_jobs import run_one
+from tests.app.jobs_support import run_one
 from tests.medvlm.test_runtime_helpers import network_guard
 
 API = "/api/v1"

@@ -398,7 +398,7 @@ def test_parallel_conflicting_uploads_leave_one_file_and_one_row(
 ) -> None:
     from app.services.ingest import ingest_instance
     from app.services.storage import ContentStore
-    from tests.app.test_concurrency import parallel
+    from tests.app.conftest import parallel
 
     db = Database(settings.database_url)
     store = ContentStore(settings.files_dir)

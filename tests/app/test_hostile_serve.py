@@ -5,7 +5,6 @@ loopback."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,28 +12,17 @@ from pathlib import Path
 
 import httpx
 
+from tests.app.serve_support import (
+    PARTIAL,
+    connect_from,
+    free_port,
+    read_until_closed,
+    wait_for,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 MODEL_KEY = "model-server-key-" + "m" * 24
 SECRET = "query-secret-" + "q" * 24
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not answer in {timeout_s} s"
-        time.sleep(0.1)
 
 
 # --- 16.9: the model server never logs query strings ------------------------------------------
@@ -84,7 +72,6 @@ def test_model_server_access_log_never_writes_query_strings(tmp_path: Path) -> N
 # --- 16.3: ``radcheck serve`` drops slow clients and bounds connections per peer --------------
 
 API = "/api/v1"
-PARTIAL = b"GET /api/v1/health HTTP/1.1\r\nHost: radcheck\r\nX-Slow: "  # and then nothing
 
 
 class Serve:
@@ -117,29 +104,6 @@ class Serve:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=30)
-
-
-def connect_from(source: str, port: int) -> socket.socket:
-    """A TCP connection to the server from the loopback address ``source`` (127.0.0.0/8)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\0" * 8)  # no TIME_WAIT pile-up
-    return sock
-
-
-def read_until_closed(sock: socket.socket, deadline: float) -> bytes:
-    data = b""
-    while time.monotonic() < deadline:
-        sock.settimeout(max(0.1, deadline - time.monotonic()))
-        try:
-            chunk = sock.recv(4096)
-        except ConnectionResetError:
-            return data
-        except TimeoutError:
-            break
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError(f"the server did not close the connection in time (got {data[:80]!r})")
 
 
 def test_half_sent_requests_are_closed_in_bounded_time_and_the_server_still_answers(

@@ -23,7 +23,7 @@ from app.db.migrate import upgrade
 from app.db.session import Database
 from app.services.auth import create_api_key
 from app.settings import Settings
-from tests.app.test_api import REPORT
+from tests.app.api_support import REPORT
 from tests.orthanc import OrthancServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

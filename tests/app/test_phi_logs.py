@@ -27,7 +27,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from app.settings import Settings
-from tests.app.test_pipeline_model import TINY_MODEL_ID
+from tests.app.conftest import TINY_MODEL_ID
 from tests.medvlm.test_runtime_helpers import tiny_checkpoint
 
 __all__ = ["tiny_checkpoint"]

@@ -36,14 +36,13 @@ from medvlm.prompts.checking import (
 )
 from medvlm.runtime.base import GenerationResult
 from medvlm.runtime.checkpoint import weights_sha256
-from tests.app.conftest import auth, make_settings
-from tests.app.model_server.test_server import _free_port
+from tests.app.conftest import TINY_MODEL_ID, auth, make_settings
+from tests.app.dicomweb_support import free_port
 from tests.medvlm.test_runtime_helpers import network_guard, offline_guard
 
 __all__ = ["offline_guard"]
 
 API = "/api/v1"
-TINY_MODEL_ID = "radcheck/tiny-llava-rad"
 SERVER_KEY = "pipeline-test-key-0123456789"
 REPORT = {
     "indication": "Cough.",
@@ -171,7 +170,7 @@ def served(tiny: Path, rg1: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
     with network_guard():
         runtime = _RecordingRuntime(TransformersRuntime(tiny, device="cpu"))
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(
                 create_model_server(runtime, api_key=SERVER_KEY),

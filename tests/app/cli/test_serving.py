@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.app.test_hostile_serve import (
+from tests.app.serve_support import (
     PARTIAL,
     connect_from,
     free_port,

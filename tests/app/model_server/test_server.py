@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import base64
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from app.model_server import create_model_server
 from medvlm.runtime import NullRuntime, OpenAIRuntime, RemoteModelError
+from tests.app.model_server_support import ModelServerThread
 from tests.medvlm.test_runtime_helpers import (
     network_guard,
     offline_guard,
@@ -28,41 +25,9 @@ __all__ = ["offline_guard", "tiny_checkpoint", "tiny_runtime"]
 INSTRUCTION = "Provide a description of the findings in the radiology image."
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _Server:
-    def __init__(self, runtime: Any, api_key: str | None = None) -> None:
-        self.port = _free_port()
-        config = uvicorn.Config(
-            create_model_server(runtime, api_key=api_key),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("model server did not start")
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server_url(tiny_runtime: Any) -> Iterator[str]:
-    with network_guard(), _Server(tiny_runtime) as url:
+    with network_guard(), ModelServerThread(tiny_runtime) as url:
         yield url
 
 
@@ -135,7 +100,7 @@ def test_wrong_model_name_is_rejected(server_url: str) -> None:
 
 
 def test_model_errors_are_503_not_500() -> None:
-    with _Server(NullRuntime()) as url:
+    with ModelServerThread(NullRuntime()) as url:
         remote = OpenAIRuntime(f"{url}/v1", "none", timeout_s=30)
         with pytest.raises(RemoteModelError, match="HTTP 503: no model backend is configured"):
             remote.generate(None, "x")
@@ -164,7 +129,7 @@ API_KEY = "k" * 8 + "-test-key-0123456789"
 
 @pytest.fixture(scope="module")
 def keyed_url(tiny_runtime: Any) -> Iterator[str]:
-    with network_guard(), _Server(tiny_runtime, api_key=API_KEY) as url:
+    with network_guard(), ModelServerThread(tiny_runtime, api_key=API_KEY) as url:
         yield url
 
 

@@ -22,7 +22,7 @@ from medvlm.checking import Checker, CheckerConfig
 from medvlm.reports import ParsedReport
 from medvlm.runtime import OpenAIRuntime, TransformersRuntime
 from medvlm.runtime.base import GenerationResult
-from tests.app.model_server.test_server import _Server
+from tests.app.model_server_support import ModelServerThread
 from tests.medvlm.test_runtime_helpers import network_guard, offline_guard, tiny_checkpoint
 
 __all__ = ["offline_guard", "tiny_checkpoint"]
@@ -90,7 +90,7 @@ def test_the_server_advertises_boxes_and_the_client_offers_localisation_only_the
     for folder, boxes in ((box_checkpoint, True), (tiny_checkpoint, False)):
         runtime = _Recording(TransformersRuntime(folder, device="cpu", max_new_tokens=8))
         assert runtime.supports_boxes is boxes
-        with network_guard(), _Server(runtime) as url:
+        with network_guard(), ModelServerThread(runtime) as url:
             cards = httpx.get(f"{url}/v1/models").json()["data"]
             assert cards[0]["capabilities"] == (["boxes"] if boxes else [])
             result, client = _check(url, runtime.model_id)
@@ -114,7 +114,7 @@ def test_a_box_from_a_box_native_model_becomes_a_grounding_on_the_film(
         TransformersRuntime(box_checkpoint, device="cpu", max_new_tokens=8),
         box="[0.60, 0.40, 0.85, 0.75]",
     )
-    with network_guard(), _Server(runtime) as url:
+    with network_guard(), ModelServerThread(runtime) as url:
         result, _ = _check(url, runtime.model_id)
     [grounding] = [g for g in result.groundings if g.source == "model"]
     assert grounding.method == "localise_finding" and grounding.status == "ok"

@@ -31,9 +31,8 @@ from app.db.migrate import upgrade
 from app.db.session import Database
 from app.services.auth import create_api_key
 from app.settings import ModelSettings
-from tests.app.conftest import auth, make_settings
-from tests.app.test_api import REPORT
-from tests.app.test_pipeline_model import TINY_MODEL_ID
+from tests.app.api_support import REPORT
+from tests.app.conftest import TINY_MODEL_ID, auth, make_settings
 from tests.medvlm.test_runtime_helpers import tiny_checkpoint
 
 __all__ = ["tiny_checkpoint"]

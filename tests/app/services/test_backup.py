@@ -21,8 +21,8 @@ from app.db.models import AuditEvent, Flag, Instance, Report, Review, Study
 from app.db.session import Database
 from app.services.audit_trail import verify_chain
 from app.settings import Settings
+from tests.app.api_support import API, REPORT, synthetic_study, upload, wait_for_check
 from tests.app.conftest import auth, make_settings
-from tests.app.test_api import API, REPORT, _synthetic_study, upload, wait_for_check
 from tests.conftest import PG_ADMIN_URL
 
 
@@ -112,7 +112,7 @@ def test_backup_then_restore_into_a_fresh_data_dir_is_identical(
 ) -> None:
     integ, rad = keys["integration"], keys["radiologist"]
     assert (
-        upload(client, integ, rg1_path, *_synthetic_study(tmp_path, rg1_path, 2)).status_code == 201
+        upload(client, integ, rg1_path, *synthetic_study(tmp_path, rg1_path, 2)).status_code == 201
     )
     uid = client.get(f"{API}/studies", headers=auth(integ)).json()["items"][0]["study_instance_uid"]
     for impression in ("Small right pleural effusion.", "Small left pleural effusion."):

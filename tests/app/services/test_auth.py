@@ -22,7 +22,7 @@ from app.services.auth import create_api_key
 from app.settings import Settings
 from medvlm.runtime import NullRuntime
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -21,95 +17,16 @@ from sqlalchemy import select
 from app.db.models import AuditEvent, Instance
 from app.db.session import Database
 from app.settings import Settings
-from tests.app.dicomweb_support import copy_with_new_uids, dicom_file, free_port
-
-REPO = Path(__file__).resolve().parents[2]
-AET = "RADCHECK"
-SENDER = "STORESCU"
+from tests.app.dicomweb_support import (
+    AET,
+    SENDER,
+    Listener,
+    copy_with_new_uids,
+    dicom_file,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Listener:
-    def __init__(
-        self,
-        settings: Settings,
-        drain_s: float = 30.0,
-        allowed: tuple[str, ...] = (SENDER, "PYNETDICOM"),
-    ) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "RADCHECK_STORAGE__DATA_DIR": str(settings.storage.data_dir),
-            "RADCHECK_DATABASE__URL": settings.database_url,
-            "RADCHECK_LISTENER__ALLOWED_CALLING_AES": json.dumps(list(allowed)),
-            "RADCHECK_LISTENER__MIN_FREE_BYTES": "0",
-            "RADCHECK_LISTENER__DRAIN_S": str(drain_s),
-        }
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "dicom",
-                "listen",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_until(self.echo_ok, 60, "the listener to answer C-ECHO")
-
-    def echo_ok(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"listener exited: {self.process.stderr.read()}")  # type: ignore[union-attr]
-        result = subprocess.run(
-            ["echoscu", "-aet", SENDER, "-aec", AET, "127.0.0.1", str(self.port)],
-            capture_output=True,
-            timeout=30,
-        )
-        return result.returncode == 0
-
-    def storescu(self, *args: str, aet: str = SENDER) -> subprocess.CompletedProcess[str]:
-        options = [a for a in args if a.startswith(("-", "+"))]
-        files = [a for a in args if not a.startswith(("-", "+"))]
-        return subprocess.run(
-            [
-                "storescu",
-                "-v",
-                "-aet",
-                aet,
-                "-aec",
-                AET,
-                *options,
-                "127.0.0.1",
-                str(self.port),
-                *files,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        _out, err = self.process.communicate(timeout=60)
-        return err
 
 
 @pytest.fixture

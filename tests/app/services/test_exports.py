@@ -24,8 +24,8 @@ from app.db.session import Database
 from app.services.auth import create_api_key
 from app.settings import PacsSettings, Settings
 from app.worker.exports import ExportRunner
+from tests.app.api_support import API, REPORT, upload, wait_for_check
 from tests.app.conftest import auth
-from tests.app.test_api import API, REPORT, upload, wait_for_check
 from tests.orthanc import OrthancServer, free_port
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """The one lease contract (app.services.leases), on a PACS retrieval row, the simplest leased kind.
 
-Check jobs and exports are claimed through the same functions; tests/app/test_jobs.py,
+Check jobs and exports are claimed through the same functions; tests/app/services/test_jobs.py,
 test_exports.py and test_pacs_retrieve.py test each kind's runnable conditions on top."""
 
 from __future__ import annotations

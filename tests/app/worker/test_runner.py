@@ -25,7 +25,7 @@ from app.db.models import AuditEvent, CheckJob, Flag, JobStatus
 from app.db.session import Database
 from app.services import jobs
 from app.settings import Settings
-from tests.app.test_jobs import add_study
+from tests.app.jobs_support import add_study
 
 DELAY_S = 0.6
 

@@ -17,8 +17,8 @@ from sqlalchemy import event
 
 from app.api import create_app
 from app.settings import Settings
+from tests.app.api_support import API, REPORT, synthetic_study, upload, wait_for_check
 from tests.app.conftest import auth
-from tests.app.test_api import API, REPORT, _synthetic_study, upload, wait_for_check
 
 LIST_MAX = 3  # authentication + the page (+ the total when the page is past the end)
 DETAIL_MAX = 6  # auth + study/series/instances + reports + checks + flags/reviews + groundings
@@ -64,7 +64,7 @@ def test_list_and_detail_statements_are_bounded(
 ) -> None:
     client, counter = counted
     integ, rad = keys["integration"], keys["radiologist"]
-    paths = _synthetic_study(tmp_path, rg1_path, 4)
+    paths = synthetic_study(tmp_path, rg1_path, 4)
     assert upload(client, integ, paths[0]).status_code == 201
     small = "1.2.826.0.1.3680043.10.543.1"
     small_counts = (

@@ -20,79 +20,19 @@ from app.db.migrate import downgrade, upgrade
 from app.db.models import CheckJob, Flag, ReviewDecision, Study, WorklistRow
 from app.db.session import Database
 from app.services import jobs
-from app.services.factory import build_pipeline
 from app.services.reports import ReportSubmission, submit_report
 from app.services.reviews import review_flag
 from app.services.worklist import (
-    SEVERITY_RANK,
     WorklistFilter,
-    next_unreviewed,
     rebuild_worklist,
     worklist,
 )
 from app.settings import Settings
-from app.worker.runner import Worker
-from tests.app.test_jobs import add_study, run_one
+from tests.app.jobs_support import FLAGGED, add_study, assert_worklist_agrees, make_worker, run_one
 
-FLAGGED = ReportSubmission(
-    findings="There is a small right pleural effusion. No pneumothorax.",
-    impression="Small left pleural effusion.",
-)
 CLEAN = ReportSubmission(
     findings="The lungs are clear. No pleural effusion.", impression="No acute disease."
 )
-
-
-def expected(db: Database) -> dict[str, tuple[int, int, dict[str, int]]]:
-    """Per study UID: (flags, open flags, open flags by severity) counted from the source rows."""
-    out: dict[str, tuple[int, int, dict[str, int]]] = {}
-    with db.session() as session:
-        for study in session.scalars(select(Study)):
-            latest = max((j.id for j in study.jobs), default=None)
-            flags = (
-                session.scalars(select(Flag).where(Flag.check_job_id == latest)).all()
-                if latest is not None
-                else []
-            )
-            open_ = [f for f in flags if not f.reviews]
-            by_sev = {k: sum(f.severity == k for f in open_) for k in SEVERITY_RANK}
-            out[study.study_instance_uid] = (len(flags), len(open_), by_sev)
-    return out
-
-
-def assert_worklist_agrees(db: Database) -> None:
-    want = expected(db)
-    with db.session() as session:
-        items, counts = worklist(session, WorklistFilter(limit=500))
-        nxt = next_unreviewed(session, WorklistFilter(), after=None)
-    got = {i["study_instance_uid"]: (i["flags"], i["open_flags"]) for i in items}
-    assert got == {uid: (n, o) for uid, (n, o, _) in want.items()}
-    assert counts["studies"] == len(want)
-    assert counts["with_open_flags"] == sum(o > 0 for _, o, _ in want.values())
-    assert counts["open_flags"] == sum(o for _, o, _ in want.values())
-    assert counts["by_severity"] == {
-        k: sum(s[k] for _, _, s in want.values()) for k in SEVERITY_RANK
-    }
-    # Open flags first, by the most severe open flag.
-    ranks = [
-        max((SEVERITY_RANK[k] for k, n in want[i["study_instance_uid"]][2].items() if n), default=0)
-        for i in items
-    ]
-    assert ranks == sorted(ranks, reverse=True)
-    assert (nxt is None) == (counts["with_open_flags"] == 0)
-    if nxt is not None:
-        assert want[nxt][1] > 0
-
-
-def make_worker(db: Database, settings: Settings) -> Worker:
-    return Worker(
-        db,
-        lambda: build_pipeline(settings),
-        files_dir=settings.files_dir,
-        lease_s=30,
-        poll_interval_s=0.05,
-        quiet_period_s=0,
-    )
 
 
 def test_rows_follow_checks_and_reviews(settings: Settings, rg1_path: Path) -> None:

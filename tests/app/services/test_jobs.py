@@ -7,7 +7,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pydicom
 import pytest
 from sqlalchemy import func, select
 
@@ -23,60 +22,9 @@ from app.db.session import Database
 from app.services import jobs
 from app.services.errors import ConflictError
 from app.services.factory import build_pipeline
-from app.services.ingest import ingest_instance
-from app.services.reports import ReportSubmission, submit_report
-from app.services.storage import ContentStore
 from app.settings import ModelBackend, Settings
 from app.worker.runner import Worker
-from tests.app.conftest import limits_of
-
-REPORT = ReportSubmission(
-    findings="There is a small right pleural effusion. No pneumothorax.",
-    impression="Small left pleural effusion.",
-)
-LEASE = timedelta(seconds=30)
-NO_QUIET = timedelta(0)
-
-
-def add_study(db: Database, settings: Settings, src: Path, index: int) -> str:
-    ds = pydicom.dcmread(src)
-    ds.StudyInstanceUID = f"1.2.826.0.1.3680043.10.544.{index}"
-    ds.SeriesInstanceUID = f"{ds.StudyInstanceUID}.1"
-    ds.SOPInstanceUID = f"{ds.StudyInstanceUID}.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    from io import BytesIO
-
-    buf = BytesIO()
-    ds.save_as(buf)
-    with db.session() as session:
-        ingest_instance(
-            session,
-            ContentStore(settings.files_dir),
-            buf.getvalue(),
-            actor="t",
-            limits=limits_of(settings),
-        )
-        submit_report(session, study_uid=ds.StudyInstanceUID, submission=REPORT, actor="t")
-    return str(ds.StudyInstanceUID)
-
-
-def queue(db: Database, uid: str, max_attempts: int = 3) -> int:
-    with db.session() as session:
-        job, created = jobs.request_check(
-            session, study_uid=uid, actor="t", max_attempts=max_attempts, report_version=None
-        )
-        assert created
-        return job.id
-
-
-def run_one(worker: Worker, timeout: float = 10) -> bool:
-    """Process one job once the study's (short) quiet period has passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.run_once():
-            return True
-        time.sleep(0.02)
-    return False
+from tests.app.jobs_support import LEASE, NO_QUIET, add_study, queue, run_one
 
 
 @pytest.fixture

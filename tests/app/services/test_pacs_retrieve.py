@@ -24,7 +24,7 @@ from tests.app.conftest import limits_of
 from tests.app.dicomweb_support import copy_with_new_uids, read, serve
 from tests.orthanc import OrthancServer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def load_orthanc(orthanc: OrthancServer, accession: str) -> list[pydicom.Dataset]:
@@ -247,7 +247,7 @@ def test_pull_by_c_move_to_the_listener(
     sqlite_settings: Settings, orthanc_factory: Callable[..., OrthancServer]
 ) -> None:
     from app.services.pacs_retrieve import create_retrieval, resolve_node
-    from tests.app.test_dicom_listener import Listener
+    from tests.app.dicomweb_support import Listener
 
     listener = Listener(sqlite_settings, allowed=("STORESCU", "ORTHANC"))
     try:
