@@ -205,11 +205,9 @@ class SuggestionOut(BaseModel):
     applied: Literal[False] = False
 
 
-class FlagOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class FlagFields(BaseModel):
+    """What every flag says, stored (``FlagOut``) or not (``/check-report``)."""
 
-    id: int
-    check_job_id: int
     subtype: ErrorSubtype = Field(examples=["laterality"])
     complex_class: ComplexClass = Field(examples=["substitute"])
     severity: Severity = Field(examples=["critical"])
@@ -218,6 +216,13 @@ class FlagOut(BaseModel):
     message: str
     section: str | None
     sentence_index: int | None
+
+
+class FlagOut(FlagFields):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    check_job_id: int
     span_start: int | None
     span_end: int | None
     confidence: float

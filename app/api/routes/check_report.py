@@ -9,27 +9,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import Requester, SettingsDep
 from app.api.errors import ErrorBody
-from app.api.schemas import AI_NOTICE, CheckReportIn, SuggestionOut
+from app.api.schemas import AI_NOTICE, CheckReportIn, FlagFields, SuggestionOut
 from app.services.report_check import check_report_text
 from medvlm.checking import Checker
-from medvlm.taxonomy import ComplexClass, ErrorSubtype, FlagSource, Severity
+from medvlm.taxonomy import ComplexClass
 
 router = APIRouter(tags=["checks"])
 
 
-class CheckedFlagOut(BaseModel):
+class CheckedFlagOut(FlagFields):
     """One flag of a report checked without storing it (``medvlm.checking.Flag.to_dict()``):
     unverified AI output; ``start``/``end`` index the text of ``section``."""
 
     key: str = Field(description="De-duplication key: subtype|section|sentence|concept.")
-    subtype: ErrorSubtype = Field(examples=["laterality"])
-    complex_class: ComplexClass = Field(examples=["substitute"])
-    severity: Severity = Field(examples=["critical"])
-    source: FlagSource = Field(examples=["text_rule"])
-    rule_id: str
-    message: str
-    section: str | None
-    sentence_index: int | None
     start: int | None
     end: int | None
     concept: str | None
