@@ -31,7 +31,9 @@ LEASE = timedelta(seconds=30)
 NO_QUIET = timedelta(0)
 
 
-def add_study(db: Database, settings: Settings, src: Path, index: int) -> str:
+def add_study(
+    db: Database, settings: Settings, src: Path, index: int, report: ReportSubmission = REPORT
+) -> str:
     ds = pydicom.dcmread(src)
     ds.StudyInstanceUID = f"1.2.826.0.1.3680043.10.544.{index}"
     ds.SeriesInstanceUID = f"{ds.StudyInstanceUID}.1"
@@ -47,7 +49,7 @@ def add_study(db: Database, settings: Settings, src: Path, index: int) -> str:
             actor="t",
             limits=limits_of(settings),
         )
-        submit_report(session, study_uid=ds.StudyInstanceUID, submission=REPORT, actor="t")
+        submit_report(session, study_uid=ds.StudyInstanceUID, submission=report, actor="t")
     return str(ds.StudyInstanceUID)
 
 

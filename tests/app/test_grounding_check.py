@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 import pytest
 from fastapi.testclient import TestClient
 from numpy.typing import NDArray
@@ -26,17 +25,15 @@ from app.api import create_app
 from app.db.session import Database
 from app.services import jobs
 from app.services.auth import create_api_key
-from app.services.ingest import ingest_instance
 from app.services.pipeline import CheckPipeline
-from app.services.reports import ReportSubmission, submit_report
-from app.services.storage import ContentStore
+from app.services.reports import ReportSubmission
 from app.settings import Settings
 from app.worker.runner import Worker
 from medvlm.checking import Checker, CheckerConfig
 from medvlm.grounding import GroundingError
 from medvlm.runtime.base import GenerationResult
-from tests.app.conftest import auth, limits_of
-from tests.app.jobs_support import run_one
+from tests.app.conftest import auth
+from tests.app.jobs_support import add_study, run_one
 from tests.medvlm.test_runtime_helpers import network_guard
 
 API = "/api/v1"
@@ -90,28 +87,6 @@ class _FailingRelevance:
         raise GroundingError("the relevance map could not be computed (injected failure)")
 
 
-def _add_study(
-    db: Database, settings: Settings, src: Path, index: int, report: ReportSubmission
-) -> str:
-    ds = pydicom.dcmread(src)
-    ds.StudyInstanceUID = f"1.2.826.0.1.3680043.10.545.{index}"
-    ds.SeriesInstanceUID = f"{ds.StudyInstanceUID}.1"
-    ds.SOPInstanceUID = f"{ds.StudyInstanceUID}.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    buf = io.BytesIO()
-    ds.save_as(buf)
-    with db.session() as session:
-        ingest_instance(
-            session,
-            ContentStore(settings.files_dir),
-            buf.getvalue(),
-            actor="t",
-            limits=limits_of(settings),
-        )
-        submit_report(session, study_uid=ds.StudyInstanceUID, submission=report, actor="t")
-    return str(ds.StudyInstanceUID)
-
-
 def _check(db: Database, settings: Settings, runtime: Any, uid: str) -> int:
     with db.session() as session:
         job, _ = jobs.request_check(
@@ -157,10 +132,10 @@ def test_a_check_stores_a_model_flag_with_a_box_on_the_film_and_the_api_returns_
 ) -> None:
     client, key, db = api
     left = _check(
-        db, sqlite_settings, tiny_runtime, _add_study(db, sqlite_settings, rg1_path, 1, LEFT)
+        db, sqlite_settings, tiny_runtime, add_study(db, sqlite_settings, rg1_path, 1, LEFT)
     )
     right = _check(
-        db, sqlite_settings, tiny_runtime, _add_study(db, sqlite_settings, rg1_path, 2, RIGHT)
+        db, sqlite_settings, tiny_runtime, add_study(db, sqlite_settings, rg1_path, 2, RIGHT)
     )
     job = _get(client, key, f"/checks/{left}")
     assert job["status"] == "succeeded", job["error"]
@@ -215,7 +190,7 @@ def test_unknown_grounding_and_missing_map_are_clear_404s(
     rg1_path: Path,
 ) -> None:
     client, key, db = api
-    uid = _add_study(db, sqlite_settings, rg1_path, 3, LEFT)
+    uid = add_study(db, sqlite_settings, rg1_path, 3, LEFT)
     job_id = _check(db, sqlite_settings, _FailingRelevance(tiny_runtime), uid)
     job = _get(client, key, f"/checks/{job_id}")
     # A failed relevance computation does not fail the check; its outcome is stored.
@@ -243,7 +218,7 @@ def test_none_backend_and_a_study_without_a_usable_image_store_why_nothing_was_g
     from pydicom.data import get_testdata_file
 
     client, key, db = api
-    none_job = _check(db, sqlite_settings, None, _add_study(db, sqlite_settings, rg1_path, 4, LEFT))
+    none_job = _check(db, sqlite_settings, None, add_study(db, sqlite_settings, rg1_path, 4, LEFT))
     job = _get(client, key, f"/checks/{none_job}")
     assert job["status"] == "succeeded" and job["groundings"] == []
     assert job["provenance"]["grounding"]["status"] == "skipped"
@@ -251,7 +226,7 @@ def test_none_backend_and_a_study_without_a_usable_image_store_why_nothing_was_g
 
     ct = Path(str(get_testdata_file("CT_small.dcm", download=False)))  # not a chest radiograph
     no_image = _check(
-        db, sqlite_settings, tiny_runtime, _add_study(db, sqlite_settings, ct, 5, LEFT)
+        db, sqlite_settings, tiny_runtime, add_study(db, sqlite_settings, ct, 5, LEFT)
     )
     job = _get(client, key, f"/checks/{no_image}")
     assert job["status"] == "succeeded" and job["groundings"] == []

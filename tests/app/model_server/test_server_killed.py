@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +30,7 @@ from app.db.migrate import upgrade
 from app.db.session import Database
 from app.services.auth import create_api_key
 from app.settings import ModelSettings
-from tests.app.api_support import REPORT
+from tests.app.api_support import REPORT, wait_for_check
 from tests.app.conftest import TINY_MODEL_ID, auth, make_settings
 from tests.medvlm.test_runtime_helpers import tiny_checkpoint
 
@@ -155,16 +154,6 @@ def model_stack(
         server.kill()
 
 
-def wait_for(client: TestClient, key: str, job_id: int, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body: dict[str, Any] = client.get(f"{API}/checks/{job_id}", headers=auth(key)).json()
-        if body["status"] in {"succeeded", "failed"}:
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"check {job_id} did not finish in {timeout} s")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_model_server_killed_mid_generation_fails_the_job_and_a_retry_succeeds(
@@ -199,7 +188,7 @@ def test_model_server_killed_mid_generation_fails_the_job_and_a_retry_succeeds(
             == 201
         )
         job_id = client.post(f"{API}/studies/{study}/checks", headers=auth(key)).json()["id"]
-        failed = wait_for(client, key, job_id, timeout=300)
+        failed = wait_for_check(client, key, job_id, timeout=300)
         assert relay.killed.is_set(), "the relay never saw a generation request"
         assert failed["status"] == "failed" and failed["attempts"] == 1
         assert failed["error"], failed  # its error is kept, naming what went wrong
@@ -209,7 +198,7 @@ def test_model_server_killed_mid_generation_fails_the_job_and_a_retry_succeeds(
         server.start()  # back on the same port; the relay now just passes bytes
         retried = client.post(f"{API}/checks/{job_id}/retry", headers=auth(key))
         assert retried.status_code in (200, 202), retried.text
-        done = wait_for(client, key, job_id, timeout=300)
+        done = wait_for_check(client, key, job_id, timeout=300)
         assert done["status"] == "succeeded", done.get("error")
         assert done["provenance"]["checker"]["runtime"]["backend"] == "openai"
         assert done["flags"], done  # the rule flag of REPORT, with the model stage run
